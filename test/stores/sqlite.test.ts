@@ -1,0 +1,366 @@
+// The SQLite store on a real file: the contract, then cross-process locking, sweep, durability.
+
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
+import type { BeginResult, ClockOffset, StoredResponse } from 'idempotency-kit'
+import { openSqliteStore, SqliteStore } from 'idempotency-kit/sqlite'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { IdempotencyConfigError, IdempotencyStoreError } from '../../src/core/errors.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'idempotency-kit-sqlite-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+const CHILD = fileURLToPath(new URL('../support/sqlite-child.ts', import.meta.url))
+const LEASE = 10_000
+const RETENTION = 60_000
+
+let files = 0
+function freshFile(): string {
+  files += 1
+  return join(dir, `store-${files}.db`)
+}
+
+function randomHex(bytes: number): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString('hex')
+}
+
+const toClose: Array<{ close(): unknown }> = []
+afterEach(async () => {
+  for (const item of toClose.splice(0).reverse()) await item.close()
+})
+
+async function open(file: string, clockOffset?: ClockOffset): Promise<SqliteStore> {
+  const store = await openSqliteStore(file, clockOffset === undefined ? {} : { clockOffset })
+  toClose.push(store)
+  return store
+}
+
+function beginInput(key: string, token: string, leaseMs = LEASE) {
+  return { key, fingerprint: 'v1:fp', token, leaseMs, retentionMs: RETENTION }
+}
+
+const RESPONSE: StoredResponse = {
+  status: 201,
+  // Repeated names in order, and latin1 bytes ≥ 0x80 that a UTF-8 text column would mangle.
+  headers: [
+    ['set-cookie', 'a=1'],
+    ['x-latin1', 'caf\u00e9 \u00ff\u0080'],
+    ['set-cookie', 'b=2'],
+  ],
+  body: Uint8Array.from({ length: 256 }, (_, i) => i),
+  replayable: true,
+}
+
+/** Starts the child script in another Node process, with the package resolved from source. */
+function child(...args: string[]): { process: ChildProcess; lines: AsyncIterator<string> } {
+  const proc = spawn(process.execPath, ['--conditions=idempotency-kit-source', '--import', 'tsx', CHILD, ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  if (proc.stdout === null) throw new Error('child has no stdout')
+  const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]()
+  toClose.push({ close: () => proc.exitCode === null && proc.kill() })
+  return { process: proc, lines }
+}
+
+async function expectLine(lines: AsyncIterator<string>, expected: string): Promise<void> {
+  const next = await lines.next()
+  expect(next.value).toBe(expected)
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    (value) => new Error(`expected a rejection, got ${JSON.stringify(value)}`),
+    (reason: unknown) => reason,
+  )
+}
+
+describe('SqliteStore specifics', () => {
+  it('round-trips headers and body byte for byte through the BLOB columns', async () => {
+    const file = freshFile()
+    const store = await open(file)
+    const key = randomHex(32)
+    const owner = randomHex(16)
+    expect((await store.begin(beginInput(key, owner))).kind).toBe('acquired')
+    expect(await store.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION })).toBe(true)
+    const replay = await store.begin(beginInput(key, randomHex(16)))
+    expect(replay).toEqual({ kind: 'replay', response: RESPONSE })
+    // The raw column holds the latin1 bytes themselves (0xE9 for é), not a UTF-8 re-encoding.
+    const raw = new Database(file, { readonly: true })
+    toClose.push(raw)
+    const row = raw.prepare('SELECT headers FROM idempotency_keys WHERE key = ?').get(key) as {
+      headers: Buffer
+    }
+    expect(row.headers.includes(Buffer.from([0x63, 0x61, 0x66, 0xe9]))).toBe(true)
+  })
+
+  it('rejects a header char above 0xFF instead of storing other bytes', async () => {
+    const store = await open(freshFile())
+    const key = randomHex(32)
+    const owner = randomHex(16)
+    await store.begin(beginInput(key, owner))
+    const response = { ...RESPONSE, headers: [['x', '\u20ac']] as const }
+    const error = await rejection(store.complete({ key, token: owner, response, retentionMs: RETENTION }))
+    expect(error).toBeInstanceOf(RangeError)
+    expect((await store.get(key))?.state).toBe('in_progress')
+  })
+
+  it('answers undecodable for a row of an unknown format version on every operation', async () => {
+    const file = freshFile()
+    const store = await open(file)
+    const key = randomHex(32)
+    const owner = randomHex(16)
+    await store.begin(beginInput(key, owner))
+    const raw = new Database(file)
+    toClose.push(raw)
+    raw.prepare('UPDATE idempotency_keys SET v = 2 WHERE key = ?').run(key)
+    for (const operation of [
+      store.begin(beginInput(key, owner)),
+      store.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION }),
+      store.extend({ key, token: owner, leaseMs: LEASE, retentionMs: RETENTION }),
+      store.release({ key, token: owner, retentionMs: RETENTION }),
+      store.get(key),
+      store.delete(key, { force: true }),
+    ]) {
+      const error = await rejection(operation)
+      expect(error).toBeInstanceOf(IdempotencyStoreError)
+      expect((error as IdempotencyStoreError).reason).toBe('undecodable')
+    }
+    // Nothing was overwritten: the row is still the unknown version.
+    expect(raw.prepare('SELECT v FROM idempotency_keys WHERE key = ?').pluck().get(key)).toBe(2)
+  })
+
+  it('treats an expired row as absent to every operation before any sweep', async () => {
+    let offset = 0
+    const file = freshFile()
+    const store = await open(file, () => offset)
+    const key = randomHex(32)
+    const owner = randomHex(16)
+    await store.begin(beginInput(key, owner))
+    await store.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION })
+    offset += RETENTION + 1
+    const raw = new Database(file, { readonly: true })
+    toClose.push(raw)
+    const count = raw.prepare('SELECT count(*) FROM idempotency_keys WHERE key = ?').pluck()
+    expect(count.get(key)).toBe(1)
+    expect(await store.get(key)).toBeNull()
+    expect(await store.extend({ key, token: owner, leaseMs: LEASE, retentionMs: RETENTION })).toBe(false)
+    expect(await store.release({ key, token: owner, retentionMs: RETENTION })).toBe(false)
+    expect(await store.delete(key)).toBe('absent')
+    expect(await store.begin(beginInput(key, owner))).toEqual({
+      kind: 'acquired',
+      fence: 1,
+      takeover: false,
+      previousFence: 0,
+    })
+  })
+
+  it('keeps a completed record across closing and reopening the file', async () => {
+    const file = freshFile()
+    const key = randomHex(32)
+    const owner = randomHex(16)
+    const first = await openSqliteStore(file, { synchronous: 'FULL' })
+    await first.begin(beginInput(key, owner))
+    await first.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION })
+    await first.close()
+    const second = await open(file)
+    expect(await second.begin(beginInput(key, randomHex(16)))).toEqual({
+      kind: 'replay',
+      response: RESPONSE,
+    })
+  })
+
+  it('sweeps only expired rows, in bounded batches, and truncates the WAL', async () => {
+    let offset = 0
+    const file = freshFile()
+    const store = await open(file, () => offset)
+    const put = async (leaseMs: number, state: 'in_progress' | 'completed' | 'released') => {
+      const key = randomHex(32)
+      const owner = randomHex(16)
+      await store.begin({ key, fingerprint: 'v1:fp', token: owner, leaseMs, retentionMs: 1_000 })
+      if (state === 'completed') {
+        await store.complete({ key, token: owner, response: RESPONSE, retentionMs: 1_000 })
+      }
+      if (state === 'released') await store.release({ key, token: owner, retentionMs: 1_000 })
+      return key
+    }
+    const expired = [
+      ...(await Promise.all([1, 2, 3].map(() => put(1_000, 'completed')))),
+      ...(await Promise.all([1, 2].map(() => put(1_000, 'released')))),
+      // In progress: expires at lease deadline (1 s) + retention (1 s).
+      await put(1_000, 'in_progress'),
+    ]
+    const live = [await put(60_000, 'in_progress'), await put(60_000, 'in_progress')]
+    offset += 2_001
+    const raw = new Database(file, { readonly: true })
+    toClose.push(raw)
+    const rows = raw.prepare('SELECT count(*) FROM idempotency_keys').pluck()
+    expect(rows.get()).toBe(8)
+    expect(statSync(`${file}-wal`).size).toBeGreaterThan(0)
+    raw.close()
+
+    expect(await store.sweep({ batchSize: 4 })).toBe(expired.length)
+    expect(statSync(`${file}-wal`).size).toBe(0)
+    for (const key of live) expect((await store.get(key))?.state).toBe('in_progress')
+    const after = new Database(file, { readonly: true })
+    toClose.push(after)
+    const keys = after.prepare('SELECT key FROM idempotency_keys').pluck().all()
+    expect(new Set(keys)).toEqual(new Set(live))
+    expect(await store.sweep()).toBe(0)
+  })
+
+  it('validates the table name once, at construction, and uses a valid custom one', async () => {
+    const database = new Database(freshFile())
+    toClose.push(database)
+    for (const table of ['', '1abc', 'a-b', 'x"; DROP TABLE t; --', 'sqlite_master', 'a'.repeat(64)]) {
+      expect(() => new SqliteStore({ database, table })).toThrow(IdempotencyConfigError)
+    }
+    const store = new SqliteStore({ database, table: 'Idem_Records_2' })
+    await store.migrate()
+    await store.migrate()
+    const tables = database
+      .prepare(
+        "SELECT name FROM sqlite_master WHERE tbl_name = 'Idem_Records_2' AND name NOT LIKE 'sqlite%' ORDER BY name",
+      )
+      .pluck()
+      .all()
+    expect(tables).toEqual(['Idem_Records_2', 'Idem_Records_2_expires_at'])
+    expect((await store.begin(beginInput(randomHex(32), randomHex(16)))).kind).toBe('acquired')
+  })
+
+  it('asks for migrate() when the table is missing', async () => {
+    const database = new Database(freshFile())
+    toClose.push(database)
+    const store = new SqliteStore({ database })
+    const error = await rejection(store.begin(beginInput(randomHex(32), randomHex(16))))
+    expect(error).toBeInstanceOf(IdempotencyConfigError)
+    expect((error as Error).message).toMatch(/migrate\(\)/)
+  })
+
+  it('never closes a database the user passed, closes one it opened, and refuses work once closed', async () => {
+    const database = new Database(freshFile())
+    toClose.push(database)
+    const store = new SqliteStore({ database })
+    await store.migrate()
+    await store.close()
+    await store.close()
+    expect(database.open).toBe(true)
+    const error = await rejection(store.get(randomHex(32)))
+    expect(error).toBeInstanceOf(IdempotencyStoreError)
+    expect((error as IdempotencyStoreError).reason).toBe('closing')
+
+    const opened = await openSqliteStore(freshFile())
+    await opened.close()
+    const closed = await rejection(opened.get(randomHex(32)))
+    expect((closed as IdempotencyStoreError).reason).toBe('closing')
+  })
+
+  it('reads integers as numbers even when the user turned safe integers on', async () => {
+    const database = new Database(freshFile())
+    toClose.push(database)
+    database.defaultSafeIntegers(true)
+    const store = new SqliteStore({ database })
+    await store.migrate()
+    const key = randomHex(32)
+    await store.begin(beginInput(key, randomHex(16)))
+    const record = await store.get(key)
+    expect(typeof record?.fence).toBe('number')
+    expect(typeof record?.expiresAt).toBe('number')
+  })
+
+  it('waits out another process holding the write lock without blocking the event loop', async () => {
+    const file = freshFile()
+    await open(file)
+    // The user's own connection, with better-sqlite3's default 5 s synchronous busy timeout.
+    const database = new Database(file)
+    toClose.push(database)
+    database.pragma('journal_mode = WAL')
+    const store = new SqliteStore({ database, busyRetryMs: 5_000 })
+    const holder = child('hold', file, '1000')
+    await expectLine(holder.lines, 'locked')
+
+    let last = performance.now()
+    let widestGap = 0
+    let ticks = 0
+    const tick = () => {
+      const now = performance.now()
+      widestGap = Math.max(widestGap, now - last)
+      last = now
+    }
+    const ticker = setInterval(() => {
+      ticks += 1
+      tick()
+    }, 10)
+    const started = performance.now()
+    let result: BeginResult
+    try {
+      result = await store.begin(beginInput(randomHex(32), randomHex(16)))
+    } finally {
+      // The stretch since the last tick counts too: a fully synchronous wait never lets one fire.
+      tick()
+      clearInterval(ticker)
+    }
+    const waited = performance.now() - started
+    await expectLine(holder.lines, 'released')
+
+    expect(result.kind).toBe('acquired')
+    // It really waited for the lock (most of the 1 s hold)…
+    expect(waited).toBeGreaterThan(500)
+    // …while timers kept firing: each synchronous attempt blocks at most the short busy timeout.
+    expect(widestGap).toBeLessThan(150)
+    expect(ticks).toBeGreaterThan(waited / 30)
+    // The user's own timeout is back for their own queries.
+    expect(database.pragma('busy_timeout', { simple: true })).toBe(5_000)
+  })
+
+  it('gives up with a timeout store error when the lock outlasts busyRetryMs', async () => {
+    const file = freshFile()
+    await open(file)
+    const store = await openSqliteStore(file, { busyRetryMs: 200 })
+    toClose.push(store)
+    const holder = child('hold', file, '800')
+    await expectLine(holder.lines, 'locked')
+    const started = performance.now()
+    const error = await rejection(store.begin(beginInput(randomHex(32), randomHex(16))))
+    const waited = performance.now() - started
+    expect(error).toBeInstanceOf(IdempotencyStoreError)
+    expect((error as IdempotencyStoreError).reason).toBe('timeout')
+    expect(waited).toBeGreaterThanOrEqual(190)
+    expect(waited).toBeLessThan(700)
+    await expectLine(holder.lines, 'released')
+  })
+
+  it('lets exactly one begin acquire when three processes race on one key', async () => {
+    const file = freshFile()
+    const store = await open(file)
+    const key = randomHex(32)
+    const perProcess = 25
+    const racers = [child('race', file, 'idempotency_keys', key, String(perProcess))]
+    racers.push(child('race', file, 'idempotency_keys', key, String(perProcess)))
+    for (const racer of racers) await expectLine(racer.lines, 'ready')
+    for (const racer of racers) racer.process.stdin?.write('go\n')
+    const local = Promise.all(
+      Array.from({ length: perProcess }, () =>
+        store.begin({ ...beginInput(key, randomHex(16), 60_000), fingerprint: 'v1:race' }),
+      ),
+    )
+    const remote = await Promise.all(
+      racers.map(async (racer) => {
+        const line = await racer.lines.next()
+        await once(racer.process, 'exit')
+        return JSON.parse(String(line.value)) as BeginResult[]
+      }),
+    )
+    const results = [...(await local), ...remote.flat()]
+    expect(results).toHaveLength(3 * perProcess)
+    const winners = results.filter((result) => result.kind === 'acquired')
+    expect(winners).toEqual([{ kind: 'acquired', fence: 1, takeover: false, previousFence: 0 }])
+    expect(results.filter((result) => result.kind === 'in_progress')).toHaveLength(3 * perProcess - 1)
+    expect((await store.get(key))?.fence).toBe(1)
+  })
+})
