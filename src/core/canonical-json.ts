@@ -1,0 +1,380 @@
+// RFC 8785 (JCS) canonical text of a JSON body, from its raw text or, as a fallback, a parsed value.
+
+/** The outcome of canonicalizing: the canonical text, or why there is none. */
+export type CanonicalJsonResult =
+  | { readonly kind: 'ok'; readonly text: string }
+  | { readonly kind: 'invalid' }
+  | { readonly kind: 'too_deep' }
+
+/** Limits for canonicalization: `maxDepth` counts nested arrays and objects (a scalar is depth 0). */
+export interface CanonicalJsonOptions {
+  readonly maxDepth: number
+}
+
+const INVALID: CanonicalJsonResult = { kind: 'invalid' }
+const TOO_DEEP: CanonicalJsonResult = { kind: 'too_deep' }
+
+interface Member {
+  readonly name: string
+  readonly value: string
+}
+
+type Frame =
+  | { readonly kind: 'array'; readonly items: string[] }
+  | { readonly kind: 'object'; readonly members: Member[]; name: string }
+
+function checkOptions(options: CanonicalJsonOptions): void {
+  if (!Number.isInteger(options.maxDepth) || options.maxDepth < 0) {
+    throw new RangeError(`maxDepth must be a non-negative integer, got ${String(options.maxDepth)}`)
+  }
+}
+
+// Array.prototype.sort is stable, so duplicate names keep their order of appearance; `<` compares
+// UTF-16 code units, as RFC 8785 §3.2.3 requires (localeCompare would not).
+const byName = (a: Member, b: Member): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+
+function closeObject(members: Member[]): string {
+  members.sort(byName)
+  let text = '{'
+  for (let i = 0; i < members.length; i++) {
+    const member = members[i] as Member
+    if (i > 0) text += ','
+    text += `${JSON.stringify(member.name)}:${member.value}`
+  }
+  return `${text}}`
+}
+
+/**
+ * Canonicalizes JSON text per RFC 8785 without building objects (so `__proto__` and duplicate names
+ * survive) and without recursion, keeping a number literal verbatim (normalized) when the double lost
+ * its integer part or overflowed.
+ *
+ * @example
+ * canonicalizeJson('{"b":1.0,"a":[2e-3]}', { maxDepth: 64 }) // { kind: 'ok', text: '{"a":[0.002],"b":1}' }
+ */
+export function canonicalizeJson(text: string, options: CanonicalJsonOptions): CanonicalJsonResult {
+  checkOptions(options)
+  const stack: Frame[] = []
+  let pos = skipWhitespace(text, 0)
+
+  for (;;) {
+    // Read one value; containers push a frame and go back to reading their first value.
+    let value: string
+    const c = text.charCodeAt(pos)
+    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (stack.length >= options.maxDepth) return TOO_DEEP
+      pos = skipWhitespace(text, pos + 1)
+      if (c === 0x5b) {
+        if (text.charCodeAt(pos) === 0x5d) {
+          pos++
+          value = '[]'
+        } else {
+          stack.push({ kind: 'array', items: [] })
+          continue
+        }
+      } else if (text.charCodeAt(pos) === 0x7d) {
+        pos++
+        value = '{}'
+      } else {
+        const name = readName(text, pos)
+        if (name === undefined) return INVALID
+        pos = name.end
+        stack.push({ kind: 'object', members: [], name: name.value })
+        continue
+      }
+    } else if (c === 0x22 /* " */) {
+      const str = readString(text, pos)
+      if (str === undefined) return INVALID
+      pos = str.end
+      value = JSON.stringify(str.value)
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      const end = scanNumber(text, pos)
+      if (end < 0) return INVALID
+      value = canonicalNumber(text.slice(pos, end))
+      pos = end
+    } else if (text.startsWith('true', pos)) {
+      value = 'true'
+      pos += 4
+    } else if (text.startsWith('false', pos)) {
+      value = 'false'
+      pos += 5
+    } else if (text.startsWith('null', pos)) {
+      value = 'null'
+      pos += 4
+    } else {
+      return INVALID
+    }
+
+    // Hand the value to its container; close every container that ends here.
+    for (;;) {
+      pos = skipWhitespace(text, pos)
+      const frame = stack[stack.length - 1]
+      if (frame === undefined) {
+        return pos === text.length ? { kind: 'ok', text: value } : INVALID
+      }
+      const d = text.charCodeAt(pos)
+      if (frame.kind === 'array') {
+        frame.items.push(value)
+        if (d === 0x2c /* , */) {
+          pos = skipWhitespace(text, pos + 1)
+          break
+        }
+        if (d !== 0x5d /* ] */) return INVALID
+        pos++
+        stack.pop()
+        value = `[${frame.items.join(',')}]`
+      } else {
+        frame.members.push({ name: frame.name, value })
+        if (d === 0x2c /* , */) {
+          const name = readName(text, skipWhitespace(text, pos + 1))
+          if (name === undefined) return INVALID
+          frame.name = name.value
+          pos = name.end
+          break
+        }
+        if (d !== 0x7d /* } */) return INVALID
+        pos++
+        stack.pop()
+        value = closeObject(frame.members)
+      }
+    }
+  }
+}
+
+/** JSON whitespace (RFC 8259 §2): space, tab, line feed, carriage return. */
+function skipWhitespace(text: string, from: number): number {
+  let pos = from
+  for (;;) {
+    const c = text.charCodeAt(pos)
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return pos
+    pos++
+  }
+}
+
+/** Reads `"name"` then whitespace, `:` and whitespace; ends where the member's value starts. */
+function readName(text: string, from: number): { value: string; end: number } | undefined {
+  if (text.charCodeAt(from) !== 0x22) return undefined
+  const str = readString(text, from)
+  if (str === undefined) return undefined
+  const colon = skipWhitespace(text, str.end)
+  if (text.charCodeAt(colon) !== 0x3a) return undefined
+  return { value: str.value, end: skipWhitespace(text, colon + 1) }
+}
+
+const SIMPLE_ESCAPES: Readonly<Record<string, string>> = {
+  '"': '"',
+  '\\': '\\',
+  '/': '/',
+  b: '\b',
+  f: '\f',
+  n: '\n',
+  r: '\r',
+  t: '\t',
+}
+
+/** Reads a JSON string at `from` (its opening quote) into its unescaped UTF-16 content. */
+function readString(text: string, from: number): { value: string; end: number } | undefined {
+  let pos = from + 1
+  let value = ''
+  let runStart = pos
+  for (;;) {
+    if (pos >= text.length) return undefined
+    const c = text.charCodeAt(pos)
+    if (c === 0x22) {
+      value += text.slice(runStart, pos)
+      return { value, end: pos + 1 }
+    }
+    if (c < 0x20) return undefined
+    if (c !== 0x5c) {
+      pos++
+      continue
+    }
+    value += text.slice(runStart, pos)
+    const e = text.charAt(pos + 1)
+    if (e === 'u') {
+      const hex = text.slice(pos + 2, pos + 6)
+      // A lone surrogate escape is kept as a lone code unit; it is re-escaped on output.
+      if (!/^[0-9a-fA-F]{4}$/.test(hex)) return undefined
+      value += String.fromCharCode(Number.parseInt(hex, 16))
+      pos += 6
+    } else {
+      const simple = SIMPLE_ESCAPES[e]
+      if (simple === undefined) return undefined
+      value += simple
+      pos += 2
+    }
+    runStart = pos
+  }
+}
+
+const isDigitAt = (text: string, pos: number): boolean => {
+  const c = text.charCodeAt(pos)
+  return c >= 0x30 && c <= 0x39
+}
+
+/** Scans a JSON number (RFC 8259 §6) at `from`; returns its end, or -1 if malformed. */
+function scanNumber(text: string, from: number): number {
+  let pos = from
+  if (text.charCodeAt(pos) === 0x2d) pos++
+  if (text.charCodeAt(pos) === 0x30) {
+    pos++
+  } else if (isDigitAt(text, pos)) {
+    while (isDigitAt(text, pos)) pos++
+  } else {
+    return -1
+  }
+  if (text.charCodeAt(pos) === 0x2e) {
+    pos++
+    if (!isDigitAt(text, pos)) return -1
+    while (isDigitAt(text, pos)) pos++
+  }
+  const e = text.charCodeAt(pos)
+  if (e === 0x65 || e === 0x45) {
+    pos++
+    const sign = text.charCodeAt(pos)
+    if (sign === 0x2b || sign === 0x2d) pos++
+    if (!isDigitAt(text, pos)) return -1
+    while (isDigitAt(text, pos)) pos++
+  }
+  return pos
+}
+
+/**
+ * The canonical text of a valid JSON number literal: ECMAScript Number::toString of its double (RFC 8785
+ * §3.2.2.3), unless the double cannot stand for it: it overflowed, underflowed to zero, or changed the
+ * integer part (`9007199254740993`, `123456789012345678901234567890`, `1e400`). Such a literal is
+ * written in exact form: `[-]d[.ddd]E<exponent>`, the uppercase `E` that Number::toString never writes,
+ * so it cannot equal the canonical text of any other value. Digits lost below the units place round as
+ * JCS does (`333333333.33333329` becomes `333333333.3333333`), since they are beyond a double's precision
+ * and not a different amount, id or count.
+ */
+export function canonicalNumber(literal: string): string {
+  const double = Number(literal)
+  // Fast path: with no exponent and at most 15 digits, the literal is below 2^53 and a double's error
+  // is far smaller than its last digit, so the integer part survives.
+  if (literal.length <= 17 && !/[eE]/.test(literal)) {
+    const digitCount = literal.length - (literal[0] === '-' ? 1 : 0) - (literal.includes('.') ? 1 : 0)
+    if (digitCount <= 15) return String(double)
+  }
+
+  const match = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(literal)
+  if (match === null) throw new TypeError('canonicalNumber needs a valid JSON number literal')
+  const negative = match[1] === '-'
+  const intPart = match[2] ?? ''
+  const fracPart = match[3] ?? ''
+  const expText = match[4] ?? '0'
+
+  // Significant digits and the exponent of their last digit: value = digits × 10^exponent.
+  const all = intPart + fracPart
+  let first = 0
+  while (first < all.length && all.charCodeAt(first) === 0x30) first++
+  if (first === all.length) return '0'
+  let last = all.length
+  while (all.charCodeAt(last - 1) === 0x30) last--
+  const digits = all.slice(first, last)
+  const exponent = BigInt(expText) - BigInt(fracPart.length) + BigInt(all.length - last)
+
+  if (Number.isFinite(double) && double !== 0) {
+    // Integer part of the literal, from its digits; compared exactly with the double's.
+    const pointAt = BigInt(digits.length) + exponent
+    let literalInt: bigint
+    if (pointAt <= 0n) literalInt = 0n
+    else if (exponent >= 0n) literalInt = BigInt(digits) * 10n ** exponent
+    else literalInt = BigInt(digits.slice(0, Number(pointAt)))
+    if (literalInt === BigInt(Math.trunc(Math.abs(double)))) return String(double)
+  }
+
+  const scientificExponent = exponent + BigInt(digits.length - 1)
+  const mantissa = digits.length === 1 ? digits : `${digits[0]}.${digits.slice(1)}`
+  return `${negative ? '-' : ''}${mantissa}E${scientificExponent}`
+}
+
+type ValueFrame =
+  | {
+      readonly kind: 'array'
+      readonly source: readonly unknown[]
+      index: number
+      readonly items: string[]
+    }
+  | {
+      readonly kind: 'object'
+      readonly source: Record<string, unknown>
+      readonly names: string[]
+      index: number
+      readonly items: string[]
+    }
+
+/**
+ * Canonicalizes an already parsed JSON value per RFC 8785, for when the raw body is gone: same output
+ * as canonicalizeJson for the same value, own `__proto__` keys kept, non-finite numbers invalid.
+ *
+ * @example
+ * canonicalizeValue(JSON.parse('{"b":1,"a":2}'), { maxDepth: 64 }) // { kind: 'ok', text: '{"a":2,"b":1}' }
+ */
+export function canonicalizeValue(value: unknown, options: CanonicalJsonOptions): CanonicalJsonResult {
+  checkOptions(options)
+  const stack: ValueFrame[] = []
+  let next: unknown = value
+
+  for (;;) {
+    let text: string
+    if (next === null) {
+      text = 'null'
+    } else if (typeof next === 'boolean') {
+      text = next ? 'true' : 'false'
+    } else if (typeof next === 'number') {
+      if (!Number.isFinite(next)) return INVALID
+      text = String(next)
+    } else if (typeof next === 'string') {
+      text = JSON.stringify(next)
+    } else if (typeof next === 'object') {
+      if (stack.length >= options.maxDepth) return TOO_DEEP
+      if (Array.isArray(next)) {
+        stack.push({ kind: 'array', source: next, index: 0, items: [] })
+      } else {
+        // Object.keys sees an own `__proto__` that JSON.parse created; sorting is by UTF-16 code units.
+        const source = next as Record<string, unknown>
+        const names = Object.keys(source).sort()
+        stack.push({ kind: 'object', source, names, index: 0, items: [] })
+      }
+      text = ''
+    } else {
+      // undefined, bigint, symbol, function: not a JSON value.
+      return INVALID
+    }
+
+    // Either descend into the next child of the top container, or hand up finished values.
+    for (;;) {
+      const frame = stack[stack.length - 1]
+      if (frame === undefined) return { kind: 'ok', text }
+      if (text !== '') frame.items.push(text)
+      if (frame.kind === 'array') {
+        if (frame.index < frame.source.length) {
+          next = frame.source[frame.index++]
+          break
+        }
+        stack.pop()
+        text = `[${frame.items.join(',')}]`
+      } else {
+        if (frame.index < frame.names.length) {
+          const name = frame.names[frame.index++] as string
+          frame.items.push(`${JSON.stringify(name)}:`)
+          next = frame.source[name]
+          break
+        }
+        stack.pop()
+        text = closeMembers(frame.items)
+      }
+    }
+  }
+}
+
+/** Joins alternating `"name":` and value pieces into object text. */
+function closeMembers(items: readonly string[]): string {
+  let text = '{'
+  for (let i = 0; i < items.length; i += 2) {
+    if (i > 0) text += ','
+    text += (items[i] as string) + (items[i + 1] as string)
+  }
+  return `${text}}`
+}
