@@ -1,8 +1,9 @@
 // A second process on a SQLite file, for tests that need real cross-process locking.
 //
 //   hold <file> <holdMs>  BEGIN IMMEDIATE, print "locked", wait, COMMIT, print "released"
-//   race <file> <table> <key> <count>  print "ready", wait for "go" on stdin, run <count> begins
-//                                      with distinct tokens on <key>, print the results as JSON
+//   race <file> <table> <prefix> <count>  print "ready", wait for "go" on stdin, then begin keys
+//                                         <prefix>0 … <prefix><count - 1> in turn, each with a fresh
+//                                         token, and print the result kinds as one JSON array
 
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
@@ -21,8 +22,8 @@ if (mode === 'hold' && file !== undefined) {
   database.close()
   process.stdout.write('released\n')
 } else if (mode === 'race' && file !== undefined) {
-  const [table, key, count] = rest
-  if (table === undefined || key === undefined) throw new Error('race needs <table> <key> <count>')
+  const [table, prefix, count] = rest
+  if (table === undefined || prefix === undefined) throw new Error('race needs <table> <prefix> <count>')
   const store = await openSqliteStore(file, { table })
   process.stdout.write('ready\n')
   process.stdin.setEncoding('utf8')
@@ -31,20 +32,15 @@ if (mode === 'hold' && file !== undefined) {
     const [chunk] = (await once(process.stdin, 'data')) as [string]
     input += chunk
   }
-  const results = await Promise.all(
-    Array.from({ length: Number(count) }, () =>
-      store.begin({
-        key,
-        fingerprint: 'v1:race',
-        token: randomBytes(16).toString('hex'),
-        leaseMs: 60_000,
-        retentionMs: 60_000,
-      }),
-    ),
-  )
+  const kinds: string[] = []
+  for (let i = 0; i < Number(count); i++) {
+    const token = randomBytes(16).toString('hex')
+    const input = { key: `${prefix}${i}`, fingerprint: 'v1:race', token, leaseMs: 60_000, retentionMs: 60_000 }
+    kinds.push((await store.begin(input)).kind)
+  }
   await store.close()
-  process.stdout.write(`${JSON.stringify(results)}\n`)
+  process.stdout.write(`${JSON.stringify(kinds)}\n`)
   process.exit(0)
 } else {
-  throw new Error(`usage: sqlite-child hold <file> <ms> | race <file> <table> <key> <count>`)
+  throw new Error(`usage: sqlite-child hold <file> <ms> | race <file> <table> <prefix> <count>`)
 }
