@@ -1,0 +1,109 @@
+/** The seed's payments API on idempotency-kit: POST /api/payments/charge, GET /api/payments/charges. */
+import express, { type NextFunction, type Request, type Response } from 'express'
+import type { Store } from 'idempotency-kit'
+import { idempotency, json } from 'idempotency-kit/express'
+import { CardDeclinedError, FakeGateway, GatewayUnavailableError } from './gateway.js'
+
+export interface PaymentsAppOptions {
+  readonly store: Store
+  readonly gateway?: FakeGateway
+  readonly leaseMs?: number
+  /** Largest JSON body accepted. Default 16 KiB. */
+  readonly bodyLimit?: number | string
+}
+
+function problem(res: Response, status: number, error: string, message: string, extra: object = {}): void {
+  res
+    .status(status)
+    .type('application/problem+json')
+    .send(JSON.stringify({ type: `urn:payments-demo:${error}`, title: error, status, detail: message, error, message, ...extra }))
+}
+
+interface ChargeBody {
+  amount: number
+  customerId: string
+  currency: string
+}
+
+function validate(body: unknown): ChargeBody | string {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'The body must be a JSON object.'
+  const { amount, customerId, currency = 'usd' } = body as Record<string, unknown>
+  if (typeof amount !== 'number' || !Number.isSafeInteger(amount) || amount <= 0) {
+    return 'amount must be a positive integer in minor units (5000 is 50.00).'
+  }
+  if (typeof customerId !== 'string' || customerId.length === 0 || customerId.length > 255) {
+    return 'customerId must be a non-empty string.'
+  }
+  if (typeof currency !== 'string' || !/^[a-z]{3}$/.test(currency)) {
+    return 'currency must be a three-letter lower-case ISO 4217 code such as "usd".'
+  }
+  return { amount, customerId, currency }
+}
+
+/** The tenant is the bearer token here; a real app scopes by the account id its authentication resolves. */
+function tenantOf(req: Request): string | undefined {
+  const header = req.headers.authorization
+  if (header === undefined) return ''
+  const match = /^Bearer ([!-~]{1,512})$/.exec(header)
+  return match?.[1]
+}
+
+/** Builds the demo app over a store; the caller listens. */
+export function createPaymentsApp(options: PaymentsAppOptions) {
+  const gateway = options.gateway ?? new FakeGateway()
+  const app = express()
+  app.disable('x-powered-by')
+
+  const payments = express.Router()
+  // Authentication, then the body parser, then idempotency, then the routes: the documented mount order.
+  payments.use((req, res, next) => {
+    if (tenantOf(req) === undefined) {
+      return problem(res, 401, 'INVALID_AUTHORIZATION', 'Authorization must be "Bearer <token>".')
+    }
+    next()
+  })
+  payments.use(json({ limit: options.bodyLimit ?? '16kb', requireJson: true }))
+  payments.use(
+    idempotency({
+      store: options.store,
+      required: true,
+      scope: tenantOf,
+      ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
+      markers: { 'Idempotency-Cached': ['false', 'true'] },
+    }),
+  )
+
+  payments.post('/charge', async (req, res, next) => {
+    const body = validate(req.body)
+    if (typeof body === 'string') return problem(res, 400, 'INVALID_REQUEST', body)
+    const lease = req.idempotency
+    try {
+      // The commit point comes BEFORE the call that may charge: if its reply is lost, the outcome
+      // is kept and a retry replays it rather than charging twice.
+      lease?.commit()
+      lease?.assertHeld()
+      const charge = await gateway.createCharge({ ...body, idempotencyKey: lease?.key })
+      res.json(charge)
+    } catch (error) {
+      if (error instanceof GatewayUnavailableError) {
+        // Nothing happened downstream: do not keep this outcome, a retry runs again.
+        lease?.release()
+        return problem(res, 502, 'GATEWAY_UNAVAILABLE', 'The payment gateway is unreachable; retry later.')
+      }
+      if (error instanceof CardDeclinedError) return problem(res, 402, 'card_declined', error.message)
+      next(error)
+    }
+  })
+
+  payments.get('/charges', (_req, res) => {
+    res.json({ charges: gateway.charges, attempts: gateway.attempts })
+  })
+
+  app.use('/api/payments', payments)
+  app.use((_req: Request, res: Response) => problem(res, 404, 'NOT_FOUND', 'No such route.'))
+  // No stack traces in responses: after commit a 500 is stored and replayed.
+  app.use((_error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    problem(res, 500, 'INTERNAL_ERROR', 'The server failed to process the request.')
+  })
+  return { app, gateway }
+}

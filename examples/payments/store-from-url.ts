@@ -1,0 +1,50 @@
+/** Picks the demo's store from a URL: memory:, sqlite:PATH, redis://…, postgres://…; drivers load on demand. */
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import type { Store } from 'idempotency-kit'
+import { MemoryStore } from 'idempotency-kit'
+
+export interface OpenedStore {
+  readonly store: Store
+  readonly description: string
+  close(): Promise<void>
+}
+
+/** The embedded default: a SQLite file in the git-ignored data folder, so a restarted demo still replays. */
+export const DEFAULT_STORE_URL = 'sqlite:data/payments.sqlite'
+
+export async function openStore(url: string = DEFAULT_STORE_URL): Promise<OpenedStore> {
+  if (url === 'memory:' || url === 'memory') {
+    return { store: new MemoryStore(), description: 'memory', close: async () => {} }
+  }
+  if (url.startsWith('sqlite:')) {
+    const path = url.slice('sqlite:'.length)
+    if (path === '') throw new Error('STORE_URL sqlite: needs a file path, e.g. sqlite:data/payments.sqlite')
+    mkdirSync(dirname(path), { recursive: true })
+    const { openSqliteStore } = await import('idempotency-kit/sqlite')
+    const store = await openSqliteStore(path)
+    return { store, description: `sqlite ${path}`, close: () => store.close() }
+  }
+  if (url.startsWith('redis://') || url.startsWith('rediss://')) {
+    const [{ Redis }, { RedisStore, ioredisClient }] = await Promise.all([
+      import('ioredis'),
+      import('idempotency-kit/redis'),
+    ])
+    // Fail fast instead of queueing commands while Redis is away: the engine answers 503 in time.
+    const client = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
+    client.on('error', () => {})
+    const store = new RedisStore({ client: ioredisClient(client), prefix: 'payments-demo' })
+    return { store, description: 'redis', close: async () => void client.disconnect() }
+  }
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    const [{ default: pg }, { PostgresStore, migrate }] = await Promise.all([
+      import('pg'),
+      import('idempotency-kit/postgres'),
+    ])
+    const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 1000 })
+    pool.on('error', () => {})
+    await migrate(pool)
+    return { store: new PostgresStore({ pool }), description: 'postgres', close: () => pool.end() }
+  }
+  throw new Error(`STORE_URL must be memory:, sqlite:PATH, redis://… or postgres://…, got ${url}`)
+}
