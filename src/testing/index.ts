@@ -1,0 +1,5 @@
+// idempotency-kit/testing: the store contract suite, so any store can prove it keeps the contract.
+export { ReferenceModel } from './reference-model.js'
+export { randomStorageKey, randomToken } from './random-storage-key.js'
+export { describeStoreContract } from './store-contract.js'
+export type { StoreContractOptions, StoreFixture } from './store-contract.js'
