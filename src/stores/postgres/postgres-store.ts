@@ -1,0 +1,395 @@
+/** The PostgreSQL store: one SQL statement per operation, over the user's `pg` Pool. */
+
+import { Buffer } from 'node:buffer'
+import { readFileSync } from 'node:fs'
+import { IdempotencyConfigError, IdempotencyStoreError } from '../../core/errors.js'
+import type {
+  BeginInput,
+  BeginResult,
+  ClockOffset,
+  CompleteInput,
+  DeleteResult,
+  ExtendInput,
+  RecordState,
+  ReleaseInput,
+  Store,
+  StoredRecord,
+  StoredResponse,
+} from '../../core/store.js'
+
+/**
+ * What the store needs from `pg`: a `Pool`, or a `Client` that nothing else uses. Never a client inside
+ * your own transaction: the record would roll back with your work, and your open transaction would
+ * hold the record's row lock, blocking every duplicate request until it ends.
+ */
+export interface PgQueryable {
+  query(config: PgQueryConfig): Promise<{ readonly rows: readonly unknown[] }>
+}
+
+/** One unnamed statement with its parameters (unnamed, so PgBouncer transaction pooling works). */
+export interface PgQueryConfig {
+  readonly text: string
+  readonly values: readonly unknown[]
+}
+
+/** Where the records live; both names are validated once and always quoted. */
+export interface PostgresTableOptions {
+  /** An existing schema; default `public`. */
+  readonly schema?: string
+  /** Default `idempotency_records`. */
+  readonly table?: string
+}
+
+/** Options of {@link PostgresStore}. */
+export interface PostgresStoreOptions extends PostgresTableOptions {
+  /** A `pg.Pool` (a small dedicated one is best: a store outage then cannot starve your app's queries). */
+  readonly pool: PgQueryable
+  /** Test-only milliseconds added to the server's clock in every statement; 0 in production. */
+  readonly clockOffset?: ClockOffset
+}
+
+/** Options of {@link PostgresStore.sweep}. */
+export interface SweepOptions {
+  /** Rows deleted per statement; default 500. */
+  readonly batchSize?: number
+  /** Stop after this many statements even if more rows expired; default no limit. */
+  readonly maxBatches?: number
+}
+
+const FORMAT_VERSION = 1
+const DEFAULT_SCHEMA = 'public'
+const DEFAULT_TABLE = 'idempotency_records'
+const DEFAULT_SWEEP_BATCH = 500
+// PostgreSQL truncates identifiers longer than 63 bytes, which would silently alias two names.
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+// Serialization failures and deadlocks roll the statement back, and every write is keyed by the
+// token, so running it again is safe (design-review S-PG-2).
+const RETRYABLE_SQLSTATES = new Set(['40001', '40P01'])
+const MAX_ATTEMPTS = 4
+// Zero rows (or a stale one) from begin means a concurrent begin committed after this statement's
+// snapshot; the next run sees it. More than a few in a row means the key is being churned.
+const MAX_BEGIN_RUNS = 5
+
+function loadSql(name: string): string {
+  return readFileSync(new URL(`./sql/${name}.sql`, import.meta.url), 'utf8')
+}
+
+/** A statement without its comment lines: they are for readers of the file, not for the wire. */
+function loadStatement(name: string): string {
+  return loadSql(name)
+    .split('\n')
+    .filter((line) => !line.trimStart().startsWith('--'))
+    .join('\n')
+    .trim()
+}
+
+const SQL = {
+  begin: loadStatement('begin'),
+  complete: loadStatement('complete'),
+  release: loadStatement('release'),
+  extend: loadStatement('extend'),
+  get: loadStatement('get'),
+  delete: loadStatement('delete'),
+  sweep: loadStatement('sweep'),
+  // Kept whole: users read it in their own migration tools.
+  migration: loadSql('migration'),
+}
+
+type Statements = { readonly [K in keyof typeof SQL]: string }
+
+function identifier(value: string | undefined, fallback: string, what: string): string {
+  const name = value ?? fallback
+  if (!IDENTIFIER.test(name)) {
+    throw new IdempotencyConfigError(`PostgreSQL ${what} name ${JSON.stringify(name)} must match ${IDENTIFIER.source}`)
+  }
+  return `"${name}"`
+}
+
+/** Validates the names once and fills them into every statement; nothing else is ever interpolated. */
+function render(options: PostgresTableOptions): Statements {
+  const schema = identifier(options.schema, DEFAULT_SCHEMA, 'schema')
+  const table = identifier(options.table, DEFAULT_TABLE, 'table')
+  const index = identifier(`${options.table ?? DEFAULT_TABLE}_expires_at`, '', 'index')
+  const fill = (sql: string): string => sql.replaceAll('{{table}}', `${schema}.${table}`).replaceAll('{{index}}', index)
+  return {
+    begin: fill(SQL.begin),
+    complete: fill(SQL.complete),
+    release: fill(SQL.release),
+    extend: fill(SQL.extend),
+    get: fill(SQL.get),
+    delete: fill(SQL.delete),
+    sweep: fill(SQL.sweep),
+    migration: fill(SQL.migration),
+  }
+}
+
+/**
+ * The migration that creates the table and its expiry index, for your own migration tool.
+ *
+ * @example
+ * await fs.writeFile('migrations/001_idempotency.sql', migrationSql({ schema: 'app' }))
+ */
+export function migrationSql(options: PostgresTableOptions = {}): string {
+  return render(options).migration
+}
+
+/**
+ * Creates the table and its expiry index if they do not exist (the schema must exist).
+ *
+ * @example
+ * await migrate(pool, { schema: 'app' })
+ */
+export async function migrate(pool: PgQueryable, options: PostgresTableOptions = {}): Promise<void> {
+  const text = render(options).migration
+  try {
+    // No parameters: the simple protocol, which runs the several statements of the file at once.
+    await pool.query({ text, values: [] })
+  } catch (error) {
+    // Two processes migrating at once: IF NOT EXISTS does not stop the loser's catalog insert from
+    // colliding with the winner's. The second run sees the table.
+    const code = sqlState(error)
+    if (code !== '23505' && code !== '42P07') throw error
+    await pool.query({ text, values: [] })
+  }
+}
+
+/**
+ * An idempotency `Store` on PostgreSQL 13+: every operation is one unnamed, schema-qualified statement
+ * that reads `clock_timestamp()` once, so deadlines follow the server's clock.
+ *
+ * @example
+ * const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: 2000 })
+ * await migrate(pool)
+ * const store = new PostgresStore({ pool })
+ */
+export class PostgresStore implements Store {
+  readonly #pool: PgQueryable
+  readonly #sql: Statements
+  readonly #clockOffset: ClockOffset
+
+  constructor(options: PostgresStoreOptions) {
+    if (typeof options.pool?.query !== 'function') {
+      throw new IdempotencyConfigError('PostgresStore needs a pg Pool (or an idle Client) as `pool`')
+    }
+    this.#pool = options.pool
+    this.#sql = render(options)
+    this.#clockOffset = options.clockOffset ?? (() => 0)
+  }
+
+  async begin(input: BeginInput): Promise<BeginResult> {
+    const values = [input.key, input.fingerprint, input.token, input.leaseMs, input.retentionMs]
+    for (let run = 0; run < MAX_BEGIN_RUNS; run++) {
+      const row = (await this.#query('begin', this.#sql.begin, values))[0]
+      if (row === undefined) continue
+      checkVersion(row)
+      field(row, 'state', isState)
+      const outcome = field(row, 'outcome', isString)
+      if (outcome === 'stale') continue
+      switch (outcome) {
+        case 'acquired':
+          return {
+            kind: 'acquired',
+            fence: field(row, 'fence', isCount),
+            takeover: field(row, 'takeover', isBoolean),
+            previousFence: field(row, 'previous_fence', isCount),
+          }
+        case 'replay':
+          return { kind: 'replay', response: decodeResponse(row) }
+        case 'in_progress':
+          return { kind: 'in_progress', leaseRemainingMs: field(row, 'lease_remaining_ms', isCount) }
+        case 'mismatch':
+          return { kind: 'mismatch' }
+        default:
+          throw undecodable(`begin answered an unknown outcome ${JSON.stringify(outcome)}`)
+      }
+    }
+    throw new IdempotencyStoreError(
+      'unavailable',
+      `PostgreSQL begin found the record changing under it ${MAX_BEGIN_RUNS} times in a row`,
+    )
+  }
+
+  async complete(input: CompleteInput): Promise<boolean> {
+    const { response } = input
+    const headers = response.headers.map(([name, value]) => [latin1(name), latin1(value)])
+    const body = Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength)
+    const values = [input.key, input.token, input.retentionMs, response.status, response.replayable, headers, body]
+    return this.#write('complete', this.#sql.complete, values)
+  }
+
+  async release(input: ReleaseInput): Promise<boolean> {
+    const values = [input.key, input.token, input.retentionMs]
+    return this.#write('release', this.#sql.release, values)
+  }
+
+  async extend(input: ExtendInput): Promise<boolean> {
+    const values = [input.key, input.token, input.leaseMs, input.retentionMs]
+    return this.#write('extend', this.#sql.extend, values)
+  }
+
+  async get(key: string): Promise<StoredRecord | null> {
+    const row = (await this.#query('get', this.#sql.get, [key]))[0]
+    if (row === undefined) return null
+    checkVersion(row)
+    const state = field(row, 'state', isState)
+    return {
+      state,
+      fence: field(row, 'fence', isCount),
+      fingerprint: field(row, 'fingerprint', isString),
+      token: field(row, 'token', isString),
+      leaseDeadline: field(row, 'lease_deadline_ms', isFiniteNumber),
+      expiresAt: field(row, 'expires_at_ms', isFiniteNumber),
+      response: state === 'completed' ? decodeResponse(row) : null,
+    }
+  }
+
+  async delete(key: string, options: { readonly force?: boolean } = {}): Promise<DeleteResult> {
+    const values = [key, options.force === true]
+    const row = (await this.#query('delete', this.#sql.delete, values))[0]
+    const outcome = row === undefined ? undefined : field(row, 'outcome', isString)
+    switch (outcome) {
+      case 'deleted':
+      case 'absent':
+      case 'refused_in_progress':
+        return outcome
+      default:
+        throw undecodable(`delete answered an unknown outcome ${JSON.stringify(outcome)}`)
+    }
+  }
+
+  /**
+   * Deletes expired rows in batches of `batchSize` (one statement each, `SKIP LOCKED`, expiry rechecked
+   * under the lock) until a batch comes back short; returns how many rows it deleted. Operations
+   * already treat expired rows as absent: sweeping only reclaims space. Run it from a timer or a job.
+   */
+  async sweep(options: SweepOptions = {}): Promise<number> {
+    const batchSize = options.batchSize ?? DEFAULT_SWEEP_BATCH
+    const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
+      throw new IdempotencyConfigError(`sweep batchSize must be a positive integer, got ${batchSize}`)
+    }
+    if (!(maxBatches >= 1)) {
+      throw new IdempotencyConfigError(`sweep maxBatches must be at least 1, got ${maxBatches}`)
+    }
+    let total = 0
+    for (let batch = 0; batch < maxBatches; batch++) {
+      const row = (await this.#query('sweep', this.#sql.sweep, [batchSize]))[0]
+      const deleted = row === undefined ? 0 : field(row, 'deleted', isCount)
+      total += deleted
+      if (deleted < batchSize) break
+    }
+    return total
+  }
+
+  /** Runs a token-guarded write: whether it applied, unless the key holds a record in another format. */
+  async #write(operation: string, text: string, values: readonly unknown[]): Promise<boolean> {
+    const row = (await this.#query(operation, text, values))[0]
+    if (row === undefined) throw undecodable(`${operation} answered no row`)
+    if (row.foreign_version !== null) checkVersion({ v: row.foreign_version })
+    return field(row, 'done', isBoolean)
+  }
+
+  /** Runs one statement with the clock offset as `$1`, again on a serialization failure or deadlock. */
+  async #query(
+    operation: string,
+    text: string,
+    values: readonly unknown[],
+  ): Promise<readonly Record<string, unknown>[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const result = await this.#pool.query({ text, values: [this.#clockOffset(), ...values] })
+        return result.rows as readonly Record<string, unknown>[]
+      } catch (error) {
+        const code = sqlState(error)
+        if (attempt < MAX_ATTEMPTS && code !== undefined && RETRYABLE_SQLSTATES.has(code)) {
+          // A little jitter so the same contenders do not collide again in lockstep.
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 4 * attempt))
+          continue
+        }
+        throw storeError(operation, error)
+      }
+    }
+  }
+}
+
+function latin1(value: string): Buffer {
+  return Buffer.from(value, 'latin1')
+}
+
+function sqlState(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null || !('code' in error)) return undefined
+  return typeof error.code === 'string' ? error.code : undefined
+}
+
+function storeError(operation: string, error: unknown): IdempotencyStoreError {
+  const code = sqlState(error)
+  const detail = error instanceof Error ? error.message : String(error)
+  // pg's own query_timeout rejects with this message; 57014 is a server statement_timeout.
+  const timedOut = code === '57014' || detail === 'Query read timeout'
+  const reason = timedOut ? 'timeout' : code === '53100' ? 'full' : 'unavailable'
+  const hint = code === '42P01' ? ' (no table: run migrate() or migrationSql() first)' : ''
+  return new IdempotencyStoreError(reason, `PostgreSQL ${operation} failed: ${detail}${hint}`, {
+    cause: error,
+  })
+}
+
+function undecodable(message: string): IdempotencyStoreError {
+  return new IdempotencyStoreError('undecodable', `PostgreSQL record: ${message}`)
+}
+
+function checkVersion(row: Record<string, unknown>): void {
+  if (row.v !== FORMAT_VERSION) {
+    throw undecodable(`format version ${String(row.v)} is not ${FORMAT_VERSION} (a newer deploy?)`)
+  }
+}
+
+function field<T>(row: Record<string, unknown>, name: string, is: (value: unknown) => value is T): T {
+  const value = row[name]
+  if (!is(value)) throw undecodable(`column ${name} holds ${String(value)}`)
+  return value
+}
+
+function isString(value: unknown): value is string {
+  return typeof value === 'string'
+}
+
+function isBoolean(value: unknown): value is boolean {
+  return typeof value === 'boolean'
+}
+
+function isFiniteNumber(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value)
+}
+
+function isCount(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0
+}
+
+function isState(value: unknown): value is RecordState {
+  return value === 'in_progress' || value === 'completed' || value === 'released'
+}
+
+function isStatus(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 100 && (value as number) <= 599
+}
+
+function isBytes(value: unknown): value is Uint8Array {
+  return value instanceof Uint8Array
+}
+
+function decodeResponse(row: Record<string, unknown>): StoredResponse {
+  const pairs = field(row, 'headers', Array.isArray)
+  const headers = pairs.map((pair: unknown): readonly [string, string] => {
+    if (!Array.isArray(pair) || pair.length !== 2 || !isBytes(pair[0]) || !isBytes(pair[1])) {
+      throw undecodable('a header is not a [name, value] pair of bytes')
+    }
+    return [Buffer.from(pair[0]).toString('latin1'), Buffer.from(pair[1]).toString('latin1')]
+  })
+  return {
+    status: field(row, 'status', isStatus),
+    headers,
+    // A copy, so the caller holds a plain Uint8Array and not a view of the driver's buffer.
+    body: new Uint8Array(field(row, 'body', isBytes)),
+    replayable: field(row, 'replayable', isBoolean),
+  }
+}
