@@ -1,0 +1,461 @@
+// The PostgreSQL store on the local server: the store contract, then races, sweep, names, round trips.
+import { readdirSync, readFileSync } from 'node:fs'
+import { createServer, type Server, type Socket } from 'node:net'
+import { migrate, migrationSql, type PgQueryable, type PgQueryConfig, PostgresStore } from 'idempotency-kit/postgres'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { IdempotencyConfigError, IdempotencyStoreError } from '../../src/core/errors.js'
+import type { BeginResult, ClockOffset, StoredResponse } from '../../src/core/store.js'
+import { randomStorageKey, randomToken } from '../../src/testing/random-storage-key.js'
+import { describeStoreContract } from '../../src/testing/store-contract.js'
+import { createPostgresTestSchema, type PostgresTestSchema } from '../support/postgres.js'
+
+const LEASE = 10_000
+const RETENTION = 60_000
+const FP = 'v1:fingerprint'
+
+let db: PostgresTestSchema
+beforeAll(async () => {
+  db = await createPostgresTestSchema()
+  await migrate(db.pool, { schema: db.schema })
+})
+afterAll(async () => {
+  await db?.close()
+})
+
+/** A live row in a format version this code does not know, as a newer deploy might write. */
+async function writeForeignRow(key: string, table = 'idempotency_records'): Promise<void> {
+  await db.pool.query(
+    `INSERT INTO "${db.schema}"."${table}" (key, v, state, fingerprint, token, fence, previous_fence,
+       takeover, lease_until, retention, expires_at, created_at)
+     VALUES ($1, 99, 'in_progress', 'v9:x', 'tok', 1, 0, false, clock_timestamp() + interval '1 hour',
+       interval '1 hour', clock_timestamp() + interval '2 hours', clock_timestamp())
+     ON CONFLICT (key) DO UPDATE SET v = 99`,
+    [key],
+  )
+}
+
+describeStoreContract({
+  name: 'postgres',
+  create: async (clockOffset) => new PostgresStore({ pool: db.pool, schema: db.schema, clockOffset }),
+  corrupt: async (_store, key) => writeForeignRow(key),
+})
+
+/** A real pool that records every statement it is given and every error it answers. */
+function counting(pool: PgQueryable) {
+  const calls: PgQueryConfig[] = []
+  const errors: unknown[] = []
+  const queryable: PgQueryable = {
+    query(config) {
+      calls.push(config)
+      return pool.query(config).catch((error: unknown) => {
+        errors.push(error)
+        throw error
+      })
+    },
+  }
+  return { queryable, calls, errors }
+}
+
+function store(pool: PgQueryable, clockOffset?: ClockOffset, table?: string): PostgresStore {
+  return new PostgresStore({
+    pool,
+    schema: db.schema,
+    ...(clockOffset === undefined ? {} : { clockOffset }),
+    ...(table === undefined ? {} : { table }),
+  })
+}
+
+const begin = (s: PostgresStore, key: string, token: string, leaseMs = LEASE) =>
+  s.begin({ key, fingerprint: FP, token, leaseMs, retentionMs: RETENTION })
+
+const RESPONSE: StoredResponse = {
+  status: 201,
+  headers: [
+    ['x-latin1', 'caf\u00e9 \u0080\u00ff'],
+    ['x-repeated', 'one'],
+    ['x-repeated', 'two'],
+  ],
+  body: Uint8Array.from({ length: 256 }, (_, i) => 255 - i),
+  replayable: true,
+}
+
+function sqlState(error: unknown): unknown {
+  return typeof error === 'object' && error !== null && 'code' in error ? error.code : undefined
+}
+
+describe('postgres: the begin race under REPEATABLE READ', () => {
+  // Under REPEATABLE READ a begin that meets a row committed after its snapshot fails with 40001
+  // (design-review S-PG-2); the store must run it again rather than answer 503.
+  const APPLICATION = `idem-rr-${Math.random().toString(36).slice(2)}`
+  function repeatableReadPool(): PgQueryable {
+    return db.newPool({
+      max: 20,
+      application_name: APPLICATION,
+      options: '-c default_transaction_isolation=repeatable\\ read',
+    })
+  }
+
+  it('runs its statements at REPEATABLE READ (the premise of this block)', async () => {
+    const pool = repeatableReadPool()
+    const { rows } = await pool.query({ text: 'SHOW default_transaction_isolation', values: [] })
+    expect(rows).toEqual([{ default_transaction_isolation: 'repeatable read' }])
+  })
+
+  it('lets exactly one of 200 parallel begins acquire a new key, with no error', async () => {
+    const { queryable, errors } = counting(repeatableReadPool())
+    const s = store(queryable)
+    const key = randomStorageKey()
+    const tokens = Array.from({ length: 200 }, randomToken)
+    const results = await Promise.all(tokens.map((token) => begin(s, key, token)))
+    expect(results.filter((r) => r.kind === 'acquired')).toEqual([
+      { kind: 'acquired', fence: 1, takeover: false, previousFence: 0 },
+    ])
+    expect(results.filter((r) => r.kind === 'in_progress')).toHaveLength(199)
+    const winner = tokens[results.findIndex((r) => r.kind === 'acquired')]
+    expect((await s.get(key))?.token).toBe(winner)
+    // Any error the driver saw was a serialization failure the store absorbed.
+    expect(errors.filter((e) => sqlState(e) !== '40001')).toEqual([])
+  })
+
+  it('absorbs the serialization failures of 200 begins that waited on a row updated under them', async () => {
+    let offset = 0
+    const { queryable, errors } = counting(repeatableReadPool())
+    const s = store(queryable, () => offset)
+    const key = randomStorageKey()
+    await begin(s, key, randomToken())
+    offset += LEASE + 1_000
+    // Hold the row's lock in an open transaction and change it, so every begin below blocks on the
+    // lock with a snapshot taken before the change commits: each first run must fail with 40001.
+    const blocker = await db.pool.connect()
+    try {
+      await blocker.query('BEGIN')
+      await blocker.query(`UPDATE "${db.schema}".idempotency_records SET created_at = created_at WHERE key = $1`, [key])
+      const tokens = Array.from({ length: 200 }, randomToken)
+      const racing = Promise.all(tokens.map((token) => begin(s, key, token)))
+      // Observed below; this only keeps an early failure from surfacing as an unhandled rejection.
+      racing.catch(() => {})
+      await waitFor(async () => (await lockWaiters()) >= 20)
+      await blocker.query('COMMIT')
+      const results = await racing
+      expect(results.filter((r) => r.kind === 'acquired')).toEqual([
+        { kind: 'acquired', fence: 2, takeover: true, previousFence: 1 },
+      ])
+      expect(results.filter((r) => r.kind === 'in_progress')).toHaveLength(199)
+      expect(errors.length).toBeGreaterThanOrEqual(20)
+      expect(errors.filter((e) => sqlState(e) !== '40001')).toEqual([])
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => {})
+      blocker.release()
+    }
+  })
+
+  /** Connections of this block's pools that wait for a lock. */
+  async function lockWaiters(): Promise<number> {
+    const { rows } = await db.pool.query(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+       WHERE wait_event_type = 'Lock' AND application_name = $1`,
+      [APPLICATION],
+    )
+    return (rows[0] as { n: number }).n
+  }
+})
+
+async function waitFor(condition: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await condition()) return
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  throw new Error('condition not reached within 5 s')
+}
+
+describe('postgres: one statement per operation', () => {
+  it('sends exactly one unnamed, schema-qualified statement per operation', async () => {
+    const { queryable, calls } = counting(db.pool)
+    const s = store(queryable)
+    const key = randomStorageKey()
+    const owner = randomToken()
+    const counts: Record<string, number> = {}
+    const count = async (name: string, operation: () => Promise<unknown>) => {
+      const before = calls.length
+      await operation()
+      counts[name] = calls.length - before
+    }
+    await count('begin (acquire)', () => begin(s, key, owner))
+    await count('begin (in progress)', () => begin(s, key, randomToken()))
+    await count('extend', () => s.extend({ key, token: owner, leaseMs: LEASE, retentionMs: RETENTION }))
+    await count('get', () => s.get(key))
+    await count('complete', () => s.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION }))
+    await count('begin (replay)', () => begin(s, key, randomToken()))
+    await count('delete', () => s.delete(key))
+    const other = randomStorageKey()
+    await begin(s, other, owner)
+    await count('release', () => s.release({ key: other, token: owner, retentionMs: RETENTION }))
+    await count('sweep (one short batch)', () => s.sweep({ batchSize: 10_000 }))
+
+    expect(Object.values(counts).every((n) => n === 1)).toBe(true)
+    expect(Object.keys(counts)).toHaveLength(9)
+    for (const call of calls) {
+      expect(call).not.toHaveProperty('name')
+      expect(call.text).toContain(`"${db.schema}"."idempotency_records"`)
+      // The server's clock, read once per statement; never now(), frozen at the transaction's start.
+      expect(call.text.match(/clock_timestamp\(\)/g)).toHaveLength(1)
+      expect(call.text).not.toMatch(/\bnow\(\)/)
+    }
+  })
+
+  it('costs 2 statements for a first request and 1 for a replay', async () => {
+    const { queryable, calls } = counting(db.pool)
+    const s = store(queryable)
+    const key = randomStorageKey()
+    const owner = randomToken()
+    await begin(s, key, owner)
+    await s.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION })
+    expect(calls).toHaveLength(2)
+    const replay = await begin(s, key, randomToken())
+    expect(calls).toHaveLength(3)
+    expect(replay.kind).toBe('replay')
+  })
+})
+
+describe('postgres: storage', () => {
+  it('keeps headers as ordered [name, value] byte pairs and the body as bytea', async () => {
+    const s = store(db.pool)
+    const key = randomStorageKey()
+    const owner = randomToken()
+    await begin(s, key, owner)
+    await s.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION })
+    const { rows } = await db.pool.query(
+      `SELECT v, array_dims(headers) AS dims, encode(headers[1][2], 'hex') AS latin1,
+         headers[3][2] AS last, body FROM "${db.schema}".idempotency_records WHERE key = $1`,
+      [key],
+    )
+    expect(rows[0]).toEqual({
+      v: 1,
+      dims: '[1:3][1:2]',
+      latin1: Buffer.from('caf\u00e9 \u0080\u00ff', 'latin1').toString('hex'),
+      last: Buffer.from('two'),
+      body: Buffer.from(RESPONSE.body),
+    })
+  })
+
+  it('refuses release and extend on a live row in another format version', async () => {
+    const s = store(db.pool)
+    const key = randomStorageKey()
+    await writeForeignRow(key)
+    await expect(s.release({ key, token: 'tok', retentionMs: RETENTION })).rejects.toMatchObject({
+      reason: 'undecodable',
+    })
+    await expect(s.extend({ key, token: 'tok', leaseMs: LEASE, retentionMs: RETENTION })).rejects.toMatchObject({
+      reason: 'undecodable',
+    })
+  })
+
+  it('refuses a completed row whose headers are not pairs of bytes', async () => {
+    const s = store(db.pool)
+    const key = randomStorageKey()
+    const owner = randomToken()
+    await begin(s, key, owner)
+    await s.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION })
+    await db.pool.query(`UPDATE "${db.schema}".idempotency_records SET headers = '{"\\\\x41"}' WHERE key = $1`, [key])
+    await expect(s.get(key)).rejects.toBeInstanceOf(IdempotencyStoreError)
+    await expect(begin(s, key, randomToken())).rejects.toMatchObject({ reason: 'undecodable' })
+  })
+
+  it('migrates idempotently: fillfactor, autovacuum, logged, and only expires_at indexed', async () => {
+    await migrate(db.pool, { schema: db.schema })
+    const { rows } = await db.pool.query(
+      `SELECT c.relpersistence, c.reloptions,
+         (SELECT array_agg(pg_get_indexdef(i.indexrelid) ORDER BY 1) FROM pg_index i
+           WHERE i.indrelid = c.oid) AS indexes
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = $1 AND c.relname = 'idempotency_records'`,
+      [db.schema],
+    )
+    expect(rows[0].relpersistence).toBe('p')
+    expect(rows[0].reloptions).toEqual(['fillfactor=85', 'autovacuum_vacuum_scale_factor=0.02'])
+    const indexes = (rows[0].indexes as string[]).map((d) => d.replace(/^.* USING /, ''))
+    expect(indexes.sort()).toEqual(['btree (expires_at)', 'btree (key)'])
+  })
+
+  it('migrates from several processes at once (demo instances starting together)', async () => {
+    // Without the retry in migrate(), concurrent CREATE TABLE IF NOT EXISTS collide in the catalog
+    // (23505 on pg_type) in most rounds.
+    for (let round = 0; round < 3; round++) {
+      const table = `concurrent_${round}`
+      const results = await Promise.allSettled(
+        Array.from({ length: 8 }, () => migrate(db.pool, { schema: db.schema, table })),
+      )
+      expect(results.filter((r) => r.status === 'rejected')).toEqual([])
+    }
+  })
+
+  it('exports the migration as SQL text for other migration tools', () => {
+    const sql = migrationSql({ schema: 'app', table: 'keys' })
+    expect(sql).toContain('CREATE TABLE IF NOT EXISTS "app"."keys"')
+    expect(sql).toContain('CREATE INDEX IF NOT EXISTS "keys_expires_at" ON "app"."keys" (expires_at)')
+    expect(sql).not.toMatch(/\{\{|UNLOGGED\s+TABLE/)
+  })
+})
+
+describe('postgres: sweep', () => {
+  const TABLE = 'sweep_records'
+
+  it('deletes only expired rows, in bounded batches, and counts them', async () => {
+    await migrate(db.pool, { schema: db.schema, table: TABLE })
+    let offset = 0
+    const { queryable, calls } = counting(db.pool)
+    const s = store(queryable, () => offset, TABLE)
+    const retention = 1_000
+    const input = (key: string, token: string, leaseMs: number) => ({
+      key,
+      fingerprint: FP,
+      token,
+      leaseMs,
+      retentionMs: retention,
+    })
+    // Five rows that will have expired: completed, released, crashed in progress.
+    const expired = Array.from({ length: 5 }, randomStorageKey)
+    for (const [i, key] of expired.entries()) {
+      const token = randomToken()
+      await s.begin(input(key, token, 1_000))
+      if (i % 3 === 0) await s.complete({ key, token, response: RESPONSE, retentionMs: retention })
+      if (i % 3 === 1) await s.release({ key, token, retentionMs: retention })
+    }
+    // Live at sweep time: one whose heartbeat pushed its lease past its indexed expires_at (only the
+    // recheck keeps it), and one begun with a long lease.
+    const extended = randomStorageKey()
+    const owner = randomToken()
+    await s.begin(input(extended, owner, 1_000))
+    await s.extend({ ...input(extended, owner, 60_000) })
+    const long = randomStorageKey()
+    await s.begin(input(long, randomToken(), 60_000))
+
+    offset += 10_000
+    const before = calls.length
+    expect(await s.sweep({ batchSize: 2 })).toBe(5)
+    expect(calls.length - before).toBe(3)
+    for (const call of calls.slice(before)) expect(call.values.at(-1)).toBe(2)
+
+    const { rows } = await db.pool.query(`SELECT key FROM "${db.schema}"."${TABLE}" ORDER BY key`)
+    expect(rows.map((r) => r.key)).toEqual([extended, long].sort())
+    expect(await s.sweep({ batchSize: 2 })).toBe(0)
+    expect((await s.get(extended))?.state).toBe('in_progress')
+  })
+
+  it('stops after maxBatches', async () => {
+    await migrate(db.pool, { schema: db.schema, table: 'sweep_batches' })
+    let offset = 0
+    const s = store(db.pool, () => offset, 'sweep_batches')
+    for (let i = 0; i < 4; i++) await begin(s, randomStorageKey(), randomToken(), 1)
+    offset += LEASE + RETENTION + 1_000
+    expect(await s.sweep({ batchSize: 1, maxBatches: 3 })).toBe(3)
+    expect(await s.sweep({ batchSize: 1 })).toBe(1)
+  })
+
+  it('rejects a batch size that is not a positive integer', async () => {
+    const s = store(db.pool)
+    for (const batchSize of [0, -1, 1.5, Number.NaN]) {
+      await expect(s.sweep({ batchSize })).rejects.toBeInstanceOf(IdempotencyConfigError)
+    }
+  })
+})
+
+describe('postgres: identifiers', () => {
+  const bad = ['', 'a"b', 'a.b', 'a b', '1abc', 'drop table x;--', 'caf\u00e9', 'x'.repeat(64)]
+
+  it('rejects bad schema and table names at construction, before any statement', () => {
+    const { queryable, calls } = counting(db.pool)
+    for (const name of bad) {
+      expect(() => new PostgresStore({ pool: queryable, schema: name })).toThrow(IdempotencyConfigError)
+      expect(() => new PostgresStore({ pool: queryable, table: name })).toThrow(IdempotencyConfigError)
+      expect(() => migrationSql({ table: name })).toThrow(IdempotencyConfigError)
+    }
+    // The index name (table + "_expires_at") must fit in 63 bytes too.
+    expect(() => new PostgresStore({ pool: queryable, table: 'x'.repeat(53) })).toThrow(IdempotencyConfigError)
+    expect(calls).toHaveLength(0)
+  })
+
+  it('quotes a valid mixed-case name, which then works end to end', async () => {
+    await migrate(db.pool, { schema: db.schema, table: 'Mixed_Case1' })
+    const s = store(db.pool, undefined, 'Mixed_Case1')
+    const key = randomStorageKey()
+    expect(await begin(s, key, randomToken())).toMatchObject({ kind: 'acquired', fence: 1 })
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM "${db.schema}"."Mixed_Case1"`)
+    expect(rows[0].n).toBe(1)
+  })
+
+  it('rejects a pool without query()', () => {
+    expect(() => new PostgresStore({ pool: {} as PgQueryable })).toThrow(IdempotencyConfigError)
+  })
+})
+
+describe('postgres: unreachable or hung server', () => {
+  const sockets = new Set<Socket>()
+  const servers: Server[] = []
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy()
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
+  })
+
+  async function listen(onConnection: (socket: Socket) => void): Promise<Server> {
+    const server = createServer(onConnection)
+    servers.push(server)
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    return server
+  }
+
+  const url = (port: number) => `postgres://postgres@127.0.0.1:${port}/test`
+
+  function port(server: Server): number {
+    const address = server.address()
+    if (address === null || typeof address === 'string') throw new Error('no port')
+    return address.port
+  }
+
+  async function expectStoreErrorSoon(result: Promise<BeginResult>): Promise<void> {
+    const bound = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 5_000).unref())
+    const outcome = await Promise.race([
+      result.then(
+        () => 'answered',
+        (error: unknown) => error,
+      ),
+      bound,
+    ])
+    expect(outcome).toBeInstanceOf(IdempotencyStoreError)
+    expect((outcome as IdempotencyStoreError).reason).toBe('unavailable')
+    expect((outcome as IdempotencyStoreError).cause).toBeDefined()
+  }
+
+  it('rejects with a store error when nothing listens on the port', async () => {
+    const closed = await listen(() => {})
+    const closedPort = port(closed)
+    await new Promise((resolve) => closed.close(resolve))
+    const pool = db.newPool({ connectionString: url(closedPort), connectionTimeoutMillis: 1_000 })
+    await expectStoreErrorSoon(begin(store(pool), randomStorageKey(), randomToken()))
+  })
+
+  it('rejects with a store error when the server accepts and never answers', async () => {
+    const silent = await listen((socket) => sockets.add(socket))
+    const pool = db.newPool({ connectionString: url(port(silent)), connectionTimeoutMillis: 500 })
+    await expectStoreErrorSoon(begin(store(pool), randomStorageKey(), randomToken()))
+  })
+})
+
+describe('postgres: SQL files', () => {
+  const dir = new URL('../../src/stores/postgres/sql/', import.meta.url)
+
+  it('open with a header naming their parameters and what they return', () => {
+    const files = readdirSync(dir).filter((f) => f.endsWith('.sql'))
+    expect(files.sort()).toEqual(
+      ['begin', 'complete', 'delete', 'extend', 'get', 'migration', 'release', 'sweep'].map((name) => `${name}.sql`),
+    )
+    for (const file of files) {
+      const text = readFileSync(new URL(file, dir), 'utf8')
+      expect(text.startsWith(`-- ${file.replace('.sql', '')}: `)).toBe(true)
+      if (file !== 'migration.sql') {
+        expect(text).toMatch(/^-- Parameters: \$1 clock_offset_ms float8/m)
+        expect(text).toMatch(/^-- Returns /m)
+      }
+    }
+  })
+})
