@@ -287,6 +287,34 @@ describe('SqliteStore specifics', () => {
     expect((closed as IdempotencyStoreError).reason).toBe('closing')
   })
 
+  it('answers full, not a crash, when the database cannot grow, and keeps the lease', async () => {
+    const database = new Database(freshFile())
+    toClose.push(database)
+    const store = new SqliteStore({ database })
+    await store.migrate()
+    const key = randomHex(32)
+    const owner = randomHex(16)
+    await store.begin(beginInput(key, owner))
+    // The file may not grow past its current size: a 1 MiB body cannot fit.
+    database.pragma(`max_page_count = ${database.pragma('page_count', { simple: true })}`)
+    const response = { ...RESPONSE, body: new Uint8Array(1 << 20) }
+    const error = await rejection(store.complete({ key, token: owner, response, retentionMs: RETENTION }))
+    expect(error).toBeInstanceOf(IdempotencyStoreError)
+    expect((error as IdempotencyStoreError).reason).toBe('full')
+    // The failed transaction rolled back: the holder still owns an in_progress record.
+    expect((await store.get(key))?.state).toBe('in_progress')
+  })
+
+  it('answers unavailable once the user closed their database', async () => {
+    const database = new Database(freshFile())
+    const store = new SqliteStore({ database })
+    await store.migrate()
+    database.close()
+    const error = await rejection(store.begin(beginInput(randomHex(32), randomHex(16))))
+    expect(error).toBeInstanceOf(IdempotencyStoreError)
+    expect((error as IdempotencyStoreError).reason).toBe('unavailable')
+  })
+
   it('reads integers as numbers even when the user turned safe integers on', async () => {
     const database = new Database(freshFile())
     toClose.push(database)
