@@ -1,0 +1,182 @@
+// What only the memory store does: bounds by records and bytes without evicting, and private buffer copies.
+import { describe, expect, it } from 'vitest'
+import { IdempotencyConfigError, IdempotencyStoreError } from '../../core/errors.js'
+import type { StoredResponse } from '../../core/store.js'
+import { MemoryStore } from './memory-store.js'
+
+const LEASE = 1_000
+const RETENTION = 1_000
+const FP = 'v1:fingerprint'
+
+function key(n: number): string {
+  return n.toString(16).padStart(64, '0')
+}
+
+function token(n: number): string {
+  return n.toString(16).padStart(32, '0')
+}
+
+function response(body: Uint8Array): StoredResponse {
+  return { status: 200, headers: [['content-type', 'application/octet-stream']], body, replayable: true }
+}
+
+/** A store with a clock the test moves, and short helpers over it. */
+function subject(options: { maxRecords?: number; maxBytes?: number } = {}) {
+  let offset = 0
+  const store = new MemoryStore({ ...options, clockOffset: () => offset })
+  return {
+    store,
+    advance(ms: number) {
+      offset += ms
+    },
+    begin: (k: string, t: string) =>
+      store.begin({ key: k, fingerprint: FP, token: t, leaseMs: LEASE, retentionMs: RETENTION }),
+    complete: (k: string, t: string, body: Uint8Array) =>
+      store.complete({ key: k, token: t, response: response(body), retentionMs: RETENTION }),
+  }
+}
+
+async function rejectionOf(operation: Promise<unknown>): Promise<unknown> {
+  return operation.then(
+    () => undefined,
+    (error: unknown) => error,
+  )
+}
+
+function expectFull(error: unknown): void {
+  expect(error).toBeInstanceOf(IdempotencyStoreError)
+  expect((error as IdempotencyStoreError).reason).toBe('full')
+}
+
+describe('MemoryStore', () => {
+  it('throws full at maxRecords and evicts no live record', async () => {
+    const s = subject({ maxRecords: 3 })
+    await s.begin(key(1), token(1))
+    await s.begin(key(2), token(2))
+    await s.complete(key(2), token(2), new Uint8Array([42]))
+    await s.begin(key(3), token(3))
+    await s.store.release({ key: key(3), token: token(3), retentionMs: RETENTION })
+
+    expectFull(await rejectionOf(s.begin(key(4), token(4))))
+
+    expect(await s.store.get(key(4))).toBeNull()
+    expect((await s.store.get(key(1)))?.token).toBe(token(1))
+    expect((await s.store.get(key(2)))?.state).toBe('completed')
+    expect((await s.store.get(key(3)))?.state).toBe('released')
+    // Keys already held still work: a full store refuses only new records.
+    expect(await s.complete(key(1), token(1), new Uint8Array([1]))).toBe(true)
+    expect((await s.begin(key(2), token(9))).kind).toBe('replay')
+    expect(await s.begin(key(3), token(9))).toEqual({ kind: 'acquired', fence: 2, takeover: false, previousFence: 1 })
+  })
+
+  it('throws full at maxBytes, keeping the record in progress and the other response intact', async () => {
+    const s = subject({ maxBytes: 8 * 1024 })
+    const first = new Uint8Array(5 * 1024).fill(1)
+    await s.begin(key(1), token(1))
+    await s.complete(key(1), token(1), first)
+    await s.begin(key(2), token(2))
+
+    expectFull(await rejectionOf(s.complete(key(2), token(2), new Uint8Array(5 * 1024))))
+
+    const second = await s.store.get(key(2))
+    expect(second).toMatchObject({ state: 'in_progress', token: token(2), response: null })
+    const replay = await s.begin(key(1), token(9))
+    expect(replay.kind === 'replay' && replay.response.body).toEqual(first)
+    // A smaller response still fits.
+    expect(await s.complete(key(2), token(2), new Uint8Array(16))).toBe(true)
+  })
+
+  it('throws full for a single response larger than maxBytes', async () => {
+    const s = subject({ maxBytes: 4 * 1024 })
+    await s.begin(key(1), token(1))
+    expectFull(await rejectionOf(s.complete(key(1), token(1), new Uint8Array(8 * 1024))))
+    expect((await s.store.get(key(1)))?.state).toBe('in_progress')
+  })
+
+  it('makes room by dropping expired records, and only those', async () => {
+    const s = subject({ maxRecords: 3 })
+    await s.begin(key(1), token(1)) // expires at lease + retention: 2000
+    await s.begin(key(2), token(2))
+    await s.complete(key(2), token(2), new Uint8Array([2])) // expires at 1000
+    s.advance(1_500)
+    await s.begin(key(3), token(3)) // expires at 3500
+    s.advance(1_000)
+
+    expect(await s.begin(key(4), token(4))).toEqual({ kind: 'acquired', fence: 1, takeover: false, previousFence: 0 })
+    expect(await s.begin(key(5), token(5))).toEqual({ kind: 'acquired', fence: 1, takeover: false, previousFence: 0 })
+    expect((await s.store.get(key(3)))?.token).toBe(token(3))
+    expectFull(await rejectionOf(s.begin(key(6), token(6))))
+  })
+
+  it('frees exactly the expired records when full, in any order of expiry', async () => {
+    const s = subject({ maxRecords: 60 })
+    // Expiries 100 ms apart in a scrambled order (37 is coprime with 60), several extended twice.
+    const expiries = Array.from({ length: 60 }, (_, i) => ((i * 37) % 60) * 100)
+    for (const [i, retentionMs] of expiries.entries()) {
+      await s.store.begin({ key: key(i), fingerprint: FP, token: token(i), leaseMs: 0, retentionMs })
+      if (i % 3 === 0) {
+        await s.store.extend({ key: key(i), token: token(i), leaseMs: 0, retentionMs: retentionMs + 50 })
+        await s.store.extend({ key: key(i), token: token(i), leaseMs: 0, retentionMs })
+      }
+    }
+    s.advance(2_950)
+    const expired = expiries.filter((at) => at <= 2_950).length
+
+    let acquired = 0
+    for (let i = 100; i < 200; i++) {
+      const error = await rejectionOf(s.begin(key(i), token(i)))
+      if (error !== undefined) {
+        expectFull(error)
+        break
+      }
+      acquired += 1
+    }
+    expect(acquired).toBe(expired)
+    for (const [i, at] of expiries.entries()) {
+      if (at > 2_950) expect((await s.store.get(key(i)))?.token).toBe(token(i))
+    }
+  })
+
+  it('makes room by bytes from an expired response', async () => {
+    const s = subject({ maxBytes: 8 * 1024 })
+    await s.begin(key(1), token(1))
+    await s.complete(key(1), token(1), new Uint8Array(6 * 1024))
+    s.advance(RETENTION + 1)
+    await s.begin(key(2), token(2))
+    expect(await s.complete(key(2), token(2), new Uint8Array(6 * 1024))).toBe(true)
+    expect(await s.store.get(key(1))).toBeNull()
+  })
+
+  it('keeps its own copy of a response: mutating the caller buffer or a replay changes nothing', async () => {
+    const s = subject()
+    const body = Buffer.from('original body')
+    const headers: [string, string][] = [['x-a', '1']]
+    await s.begin(key(1), token(1))
+    await s.store.complete({
+      key: key(1),
+      token: token(1),
+      response: { status: 201, headers, body, replayable: true },
+      retentionMs: RETENTION,
+    })
+    body.fill(0)
+    headers.push(['x-b', '2'])
+    const first = headers[0]
+    if (first !== undefined) first[1] = 'changed'
+
+    const replay = await s.begin(key(1), token(9))
+    if (replay.kind !== 'replay') throw new Error(`expected a replay, got ${replay.kind}`)
+    expect(new TextDecoder().decode(replay.response.body)).toBe('original body')
+    expect(replay.response.headers).toEqual([['x-a', '1']])
+
+    replay.response.body.fill(0)
+    const shown = await s.store.get(key(1))
+    shown?.response?.body.fill(0)
+    const again = await s.begin(key(1), token(9))
+    expect(again.kind === 'replay' && new TextDecoder().decode(again.response.body)).toBe('original body')
+  })
+
+  it('rejects limits that are not positive integers', () => {
+    expect(() => new MemoryStore({ maxRecords: 0 })).toThrow(IdempotencyConfigError)
+    expect(() => new MemoryStore({ maxBytes: 1.5 })).toThrow(IdempotencyConfigError)
+  })
+})
