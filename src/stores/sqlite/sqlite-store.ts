@@ -163,9 +163,7 @@ export class SqliteStore implements Store {
 
   /** Creates the table and its expiry index if they do not exist (sql/migration.sql). */
   async migrate(): Promise<void> {
-    await this.#retry(() => {
-      this.#db.exec(this.#sql('migration'))
-    })
+    await this.#retry(() => this.#withShortBusyTimeout(() => this.#db.exec(this.#sql('migration'))))
   }
 
   async begin(input: BeginInput): Promise<BeginResult> {
