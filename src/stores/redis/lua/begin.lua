@@ -1,0 +1,85 @@
+#!lua
+-- begin: take the record for a token, or say why not; one atomic step, every check before any write.
+-- KEYS[1]  the record (prefix:key)
+-- ARGV[1]  fingerprint
+-- ARGV[2]  token (the engine's, so a resent begin finds its own record)
+-- ARGV[3]  lease ms, integer > 0
+-- ARGV[4]  retention ms, integer >= 0
+-- ARGV[5]  clock offset ms, integer (0 in production)
+-- returns  {'acquired', fence, takeover '1'|'0', previousFence}
+--        | {'replay', status, replayable '1'|'0', headers, body}
+--        | {'in_progress', leaseRemainingMs}
+--        | {'mismatch'}
+-- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
+-- Numbers go out as strings: a table with nil inside is truncated, and Lua numbers print as %.14g.
+
+local MAX = 9007199254740991
+local function int(s, min)
+  local n = tonumber(s)
+  if n == nil or n ~= math.floor(n) or n < min or n > MAX then return nil end
+  return n
+end
+local function str(n) return string.format('%d', n) end
+
+local key, fp, token = KEYS[1], ARGV[1], ARGV[2]
+local leaseMs, retentionMs, offset = int(ARGV[3], 1), int(ARGV[4], 0), int(ARGV[5], -MAX)
+if key == nil or fp == nil or token == nil or token == '' or leaseMs == nil or retentionMs == nil
+  or offset == nil then
+  return redis.error_reply('IDEMPOTENCY_ARGUMENT begin needs 1 key and 5 valid arguments')
+end
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + offset
+
+-- Load: a key that is not ours to read is an error, never "no record".
+local kind = redis.call('TYPE', key)['ok']
+local rec = nil
+if kind ~= 'none' then
+  if kind ~= 'hash' then
+    return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
+  end
+  local f = redis.call('HMGET', key, 'v', 'state', 'fp', 'token', 'fence', 'lease', 'exp', 'prev',
+    'takeover')
+  if f[1] ~= '1' then
+    return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
+  end
+  local state, fence, lease, exp, prev = f[2], int(f[5], 1), int(f[6], -MAX), int(f[7], -MAX),
+    int(f[8], 0)
+  if (state ~= 'in_progress' and state ~= 'completed' and state ~= 'released') or not f[3]
+    or not f[4] or not fence or not lease or not exp or not prev
+    or (f[9] ~= '0' and f[9] ~= '1') then
+    return redis.error_reply('IDEMPOTENCY_UNDECODABLE record fields are missing or malformed')
+  end
+  -- Past its expiry the record is absent, whether or not Redis has swept it yet.
+  if exp > now then
+    rec = { state = state, fp = f[3], token = f[4], fence = fence, lease = lease, prev = f[8],
+      takeover = f[9] }
+  end
+end
+
+local function acquire(fence, previous, takeover)
+  local lease = now + leaseMs
+  local exp = lease + retentionMs
+  if kind ~= 'none' then redis.call('DEL', key) end
+  redis.call('HSET', key, 'v', '1', 'state', 'in_progress', 'fp', fp, 'token', token,
+    'fence', str(fence), 'prev', str(previous), 'takeover', takeover, 'lease', str(lease),
+    'exp', str(exp), 'created', str(now))
+  -- Physical expiry never comes before the logical one, whatever the (test-only) offset.
+  redis.call('PEXPIREAT', key, str(exp - math.min(offset, 0)))
+  return { 'acquired', str(fence), takeover, str(previous) }
+end
+
+if rec == nil then return acquire(1, 0, '0') end
+-- 422 before 409: the fingerprint is compared in every state but a tombstone.
+if rec.state ~= 'released' and rec.fp ~= fp then return { 'mismatch' } end
+if rec.state == 'released' then return acquire(rec.fence + 1, rec.fence, '0') end
+if rec.state == 'completed' then
+  local r = redis.call('HMGET', key, 'status', 'replayable', 'headers', 'body')
+  if not int(r[1], 100) or (r[2] ~= '0' and r[2] ~= '1') or not r[3] or not r[4] then
+    return redis.error_reply('IDEMPOTENCY_UNDECODABLE completed record without a response')
+  end
+  return { 'replay', r[1], r[2], r[3], r[4] }
+end
+if rec.token == token then return { 'acquired', str(rec.fence), rec.takeover, rec.prev } end
+if now < rec.lease then return { 'in_progress', str(rec.lease - now) } end
+return acquire(rec.fence + 1, rec.fence, '1')

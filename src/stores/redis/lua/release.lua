@@ -1,0 +1,48 @@
+#!lua
+-- release: turn the record the token owns into a tombstone that keeps the fence (and the token).
+-- KEYS[1]  the record (prefix:key)
+-- ARGV[1]  token
+-- ARGV[2]  retention ms, integer >= 0 (the tombstone's life)
+-- ARGV[3]  clock offset ms, integer (0 in production)
+-- returns  {'released'} | {'already_released'} (same token: a resent release) | {'not_owner'}
+--        | {'completed'} (the token completed it: a stored response is never released)
+-- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
+
+local MAX = 9007199254740991
+local function int(s, min)
+  local n = tonumber(s)
+  if n == nil or n ~= math.floor(n) or n < min or n > MAX then return nil end
+  return n
+end
+local function str(n) return string.format('%d', n) end
+
+local key, token, retentionMs, offset = KEYS[1], ARGV[1], int(ARGV[2], 0), int(ARGV[3], -MAX)
+if key == nil or token == nil or retentionMs == nil or offset == nil then
+  return redis.error_reply('IDEMPOTENCY_ARGUMENT release needs 1 key and 3 valid arguments')
+end
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + offset
+
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'none' then return { 'not_owner' } end
+if kind ~= 'hash' then
+  return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
+end
+local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp')
+if f[1] ~= '1' then
+  return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
+end
+local state, exp = f[2], int(f[4], -MAX)
+if (state ~= 'in_progress' and state ~= 'completed' and state ~= 'released') or not f[3]
+  or not exp then
+  return redis.error_reply('IDEMPOTENCY_UNDECODABLE record fields are missing or malformed')
+end
+if exp <= now or f[3] ~= token then return { 'not_owner' } end
+if state == 'released' then return { 'already_released' } end
+if state == 'completed' then return { 'completed' } end
+
+local expires = now + retentionMs
+redis.call('HSET', key, 'state', 'released', 'fp', '', 'released', str(now), 'exp', str(expires))
+redis.call('PEXPIREAT', key, str(expires - math.min(offset, 0)))
+return { 'released' }
