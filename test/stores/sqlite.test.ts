@@ -328,13 +328,18 @@ describe('SqliteStore specifics', () => {
     expect(typeof record?.expiresAt).toBe('number')
   })
 
-  it('waits out another process holding the write lock without blocking the event loop', async () => {
+  it.each([
+    ['numbers', false],
+    ['safe integers', true],
+  ])('waits out another process holding the write lock without blocking the event loop (%s)', async (_, safe) => {
     const file = freshFile()
     await open(file)
     // The user's own connection, with better-sqlite3's default 5 s synchronous busy timeout.
     const database = new Database(file)
     toClose.push(database)
     database.pragma('journal_mode = WAL')
+    // With safe integers on, even the busy_timeout pragma answers a bigint.
+    database.defaultSafeIntegers(safe)
     const store = new SqliteStore({ database, busyRetryMs: 5_000 })
     const holder = child('hold', file, '1000')
     await expectLine(holder.lines, 'locked')
@@ -370,7 +375,7 @@ describe('SqliteStore specifics', () => {
     expect(widestGap).toBeLessThan(150)
     expect(ticks).toBeGreaterThan(waited / 30)
     // The user's own timeout is back for their own queries.
-    expect(database.pragma('busy_timeout', { simple: true })).toBe(5_000)
+    expect(Number(database.pragma('busy_timeout', { simple: true }))).toBe(5_000)
   })
 
   it('gives up with a timeout store error when the lock outlasts busyRetryMs', async () => {

@@ -397,7 +397,9 @@ export class SqliteStore implements Store {
    */
   #withShortBusyTimeout<T>(fn: () => T): T {
     if (ownsDatabase.has(this)) return fn()
-    const previous = this.#db.pragma('busy_timeout', { simple: true })
+    const setting = this.#db.pragma('busy_timeout', { simple: true })
+    // A connection with safe integers on answers pragmas in bigints too.
+    const previous = typeof setting === 'bigint' ? Number(setting) : setting
     if (typeof previous !== 'number' || previous <= MAX_BUSY_TIMEOUT_MS) return fn()
     this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
     try {
