@@ -1,0 +1,132 @@
+// RedisStore on a real 3-master Redis Cluster of private redis-server processes, with ioredis Cluster.
+
+import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
+import { Cluster } from 'ioredis'
+import { afterAll, describe, expect, it } from 'vitest'
+import type { StoredResponse } from '../../src/core/store.js'
+import { randomStorageKey, randomToken } from '../../src/testing/random-storage-key.js'
+import { describeStoreContract } from '../../src/testing/store-contract.js'
+import { startRedisCluster } from '../support/redis-server.js'
+
+const RUN = Math.random().toString(36).slice(2, 10)
+const PREFIX = `idem-test-${RUN}-cluster`
+const LEASE = 10_000
+const RETENTION = 60_000
+const FP = 'v1:redis-cluster-test'
+const RESPONSE: StoredResponse = {
+  status: 201,
+  headers: [['content-type', 'application/json']],
+  body: new TextEncoder().encode('{"id":"ch_1"}'),
+  replayable: true,
+}
+
+// Started at import so a missing redis-server fails the file with its hint; stopped by PID below,
+// and by the helper's exit hook if this worker dies first.
+const servers = await startRedisCluster(3)
+const cluster = new Cluster(
+  servers.nodes.map((node) => ({ host: node.host, port: node.port })),
+  { enableOfflineQueue: false, redisOptions: { maxRetriesPerRequest: 1 } },
+)
+cluster.on('error', () => {})
+try {
+  await new Promise<void>((resolve, reject) => {
+    cluster.once('ready', () => resolve())
+    setTimeout(() => reject(new Error('ioredis Cluster did not become ready in 10 s')), 10_000).unref()
+  })
+} catch (error) {
+  cluster.disconnect()
+  await servers.stop()
+  throw error
+}
+
+afterAll(async () => {
+  cluster.disconnect()
+  await servers.stop()
+})
+
+/** Empties every node's script cache, as a restart, failover or resharding does. */
+async function flushScripts(): Promise<void> {
+  await Promise.all(servers.nodes.map((node) => node.cli('SCRIPT', 'FLUSH')))
+}
+
+/** Counts what the store sends through the Cluster client (pipelines and redirects included). */
+const sent: string[] = []
+{
+  const original = cluster.sendCommand.bind(cluster)
+  cluster.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+    sent.push(command.name.toLowerCase())
+    return (original as (...args: unknown[]) => unknown)(command, ...rest)
+  }) as typeof cluster.sendCommand
+}
+
+let flushes = 0
+describeStoreContract({
+  name: 'redis cluster (ioredis Cluster, 3 masters)',
+  // Every store the suite opens starts on empty script caches: NOSCRIPT on each node, mid-run.
+  create: async (clockOffset) => {
+    await flushScripts()
+    flushes++
+    return new RedisStore({ client: ioredisClient(cluster), prefix: PREFIX, clockOffset })
+  },
+  corrupt: async (_store, key) => {
+    await cluster.set(`${PREFIX}:${key}`, 'not a hash', 'PX', RETENTION)
+  },
+  dispose: async () => {
+    for (const node of cluster.nodes('master')) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', `${PREFIX}:*`, 'COUNT', 1000)
+        cursor = next
+        // One DEL per key: keys on one node may still sit in different slots.
+        for (const key of keys) await node.del(key)
+      } while (cursor !== '0')
+    }
+  },
+})
+
+describe('RedisStore on Redis Cluster', () => {
+  const store = new RedisStore({ client: ioredisClient(cluster), prefix: PREFIX })
+  const keys = Array.from({ length: 30 }, () => randomStorageKey())
+  const tokens = keys.map(() => randomToken())
+
+  it('flushed the script caches mid-run for the contract suite', () => {
+    expect(flushes).toBeGreaterThan(40)
+  })
+
+  it('spreads records over every master: no hash tag puts them in one slot', async () => {
+    for (const [i, key] of keys.entries()) {
+      expect((await store.begin(begin(key, tokens[i] ?? ''))).kind).toBe('acquired')
+    }
+    const perNode = await Promise.all(
+      cluster.nodes('master').map(async (node) => {
+        const [, found] = await node.scan('0', 'MATCH', `${PREFIX}:*`, 'COUNT', 10_000)
+        return found.filter((key) => keys.some((k) => key.endsWith(k))).length
+      }),
+    )
+    expect(perNode).toHaveLength(3)
+    for (const count of perNode) expect(count).toBeGreaterThan(0)
+    expect(perNode.reduce((a, b) => a + b, 0)).toBe(keys.length)
+  })
+
+  it('keeps working after SCRIPT FLUSH on every node: one EVAL per node, then EVALSHA alone', async () => {
+    await flushScripts()
+    sent.length = 0
+    for (const [i, key] of keys.entries()) {
+      expect(await store.complete({ key, token: tokens[i] ?? '', response: RESPONSE, retentionMs: RETENTION })).toBe(
+        true,
+      )
+    }
+    expect(sent.filter((name) => name === 'eval')).toHaveLength(3)
+    expect(sent.filter((name) => name === 'evalsha')).toHaveLength(keys.length)
+    sent.length = 0
+    for (const key of keys) expect((await store.begin(begin(key))).kind).toBe('replay')
+    expect(sent.filter((name) => name === 'eval')).toHaveLength(3)
+    sent.length = 0
+    for (const key of keys) expect((await store.begin(begin(key))).kind).toBe('replay')
+    expect(sent).toEqual(keys.map(() => 'evalsha'))
+  })
+})
+
+function begin(key: string, token = randomToken()) {
+  return { key, fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION }
+}
