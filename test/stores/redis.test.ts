@@ -2,7 +2,7 @@
 
 import { ioredisClient, type NodeRedisLike, nodeRedisClient, type RedisClient, RedisStore } from 'idempotency-kit/redis'
 import { Redis, type RedisOptions } from 'ioredis'
-import { createClient, type RedisClientType } from 'redis'
+import { createClient } from 'redis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { IdempotencyConfigError, IdempotencyStoreError } from '../../src/core/errors.js'
 import type { StoredResponse } from '../../src/core/store.js'
@@ -50,9 +50,13 @@ async function ready(client: Redis): Promise<Redis> {
   return client
 }
 
-async function nodeRedis(url: string): Promise<RedisClientType> {
-  const client: RedisClientType = createClient({
+/** A connected node-redis 5 client, as the store and the tests use it. */
+type NodeRedisConnection = NodeRedisLike & { close(): Promise<void>; destroy(): void }
+
+async function nodeRedis(url: string, resp: 2 | 3 = 2): Promise<NodeRedisConnection> {
+  const client = createClient({
     url,
+    RESP: resp,
     disableOfflineQueue: true,
     socket: { reconnectStrategy: () => 50 },
   })
@@ -125,13 +129,14 @@ afterAll(() => admin.disconnect())
   })
 }
 
-{
-  const prefix = `idem-test-${RUN}-node-redis`
-  let client: RedisClientType | undefined
+// node-redis 5 under RESP2 (its default) and RESP3, where replies are typed differently (S-R-7).
+for (const resp of [2, 3] as const) {
+  const prefix = `idem-test-${RUN}-node-redis-resp${resp}`
+  let client: NodeRedisConnection | undefined
   describeStoreContract({
-    name: 'redis (node-redis)',
+    name: `redis (node-redis, RESP${resp})`,
     create: async (clockOffset) => {
-      client ??= await nodeRedis(REDIS_URL)
+      client ??= await nodeRedis(REDIS_URL, resp)
       return new RedisStore({ client: nodeRedisClient(client), prefix, clockOffset })
     },
     // A key of the wrong type under the record's name.
