@@ -1,6 +1,6 @@
 /** The seed's payments API on idempotency-kit: POST /api/payments/charge, GET /api/payments/charges. */
 import express, { type NextFunction, type Request, type Response } from 'express'
-import type { Store } from 'idempotency-kit'
+import { createIdempotency, type Store } from 'idempotency-kit'
 import { idempotency, json } from 'idempotency-kit/express'
 import { CardDeclinedError, FakeGateway, GatewayUnavailableError } from './gateway.js'
 
@@ -63,15 +63,12 @@ export function createPaymentsApp(options: PaymentsAppOptions) {
     next()
   })
   payments.use(json({ limit: options.bodyLimit ?? '16kb', requireJson: true }))
-  payments.use(
-    idempotency({
-      store: options.store,
-      required: true,
-      scope: tenantOf,
-      ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
-      markers: { 'Idempotency-Cached': ['false', 'true'] },
-    }),
-  )
+  const engine = createIdempotency({
+    store: options.store,
+    ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
+    markers: { 'Idempotency-Cached': ['false', 'true'] },
+  })
+  payments.use(idempotency({ engine, required: true, scope: tenantOf }))
 
   payments.post('/charge', async (req, res, next) => {
     const body = validate(req.body)
@@ -105,5 +102,5 @@ export function createPaymentsApp(options: PaymentsAppOptions) {
   app.use((_error: unknown, _req: Request, res: Response, _next: NextFunction) => {
     problem(res, 500, 'INTERNAL_ERROR', 'The server failed to process the request.')
   })
-  return { app, gateway }
+  return { app, gateway, engine }
 }

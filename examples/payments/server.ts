@@ -13,7 +13,7 @@ function numberFromEnv(name: string, fallback: number): number {
 }
 
 const opened = await openStore(process.env.STORE_URL ?? process.env.REDIS_URL)
-const { app } = createPaymentsApp({
+const { app, engine } = createPaymentsApp({
   store: opened.store,
   gateway: new FakeGateway(numberFromEnv('GATEWAY_LATENCY_MS', 0)),
   ...(process.env.IDEMPOTENCY_LEASE_MS ? { leaseMs: numberFromEnv('IDEMPOTENCY_LEASE_MS', 30_000) } : {}),
@@ -23,8 +23,9 @@ const server = app.listen(numberFromEnv('PORT', 3000), '127.0.0.1', () => {
   console.log(`payments demo listening on http://127.0.0.1:${port} (store: ${opened.description})`)
 })
 
+/** Stop accepting, let running charges finish and store their result, then release what never started. */
 async function shutdown() {
-  server.close()
+  await Promise.all([new Promise((resolve) => server.close(resolve)), engine.close({ graceMs: 10_000 })])
   await opened.close()
   process.exit(0)
 }
