@@ -127,9 +127,11 @@ export class RedisStore implements Store {
         () => undefined,
         (error: unknown) => error,
       )
+      const { replicas, timeoutMs } = this.#wait
+      const outcome = cause === undefined ? 'released it' : 'could not release it (the lease will lapse)'
       throw new IdempotencyStoreError(
         'unavailable',
-        `begin reached ${reply.replicas} of ${this.#wait.replicas} replicas within ${this.#wait.timeoutMs} ms; released`,
+        `begin reached ${reply.replicas} of ${replicas} replicas within ${timeoutMs} ms and ${outcome}`,
         cause === undefined ? undefined : { cause },
       )
     }
