@@ -87,6 +87,8 @@ interface Step {
   readonly model: ReferenceModel
   readonly store: Store
   readonly key: string
+  /** The operation as the failure report lists it. */
+  readonly label: string
   token(ref: TokenRef): string
 }
 
@@ -101,43 +103,47 @@ function commandArbitraries(): fc.Arbitrary<Command>[] {
   const retention = fc.constantFrom(...RETENTIONS)
 
   const begin = fc.tuple(key, beginner, fingerprint, lease, retention).map(([k, t, f, leaseMs, retentionMs]) =>
-    onKey(k, `begin(k${k}, t${t}, fp${f}, lease ${leaseMs}, retain ${retentionMs})`, async (s) => {
+    onKey(k, `begin(k${k}, ${tokenLabel(t)}, fp${f}, lease ${leaseMs}, retain ${retentionMs})`, async (s) => {
       const input = { key: s.key, token: s.token(t), fingerprint: FINGERPRINTS[f] ?? '', leaseMs, retentionMs }
-      expectSameBegin(await s.store.begin(input), s.model.begin(input))
+      expectSameBegin(await s.store.begin(input), s.model.begin(input), s.label)
     }),
   )
   const complete = fc.tuple(key, writer, fc.nat(RESPONSES.length - 1), retention).map(([k, t, r, retentionMs]) =>
-    onKey(k, `complete(k${k}, t${t}, response ${r}, retain ${retentionMs})`, async (s) => {
+    onKey(k, `complete(k${k}, ${tokenLabel(t)}, response ${r}, retain ${retentionMs})`, async (s) => {
       const response = RESPONSES[r] ?? RESPONSES[0]
       const input = { key: s.key, token: s.token(t), response, retentionMs }
-      expect(await s.store.complete(input)).toBe(s.model.complete(input))
+      expect(await s.store.complete(input), s.label).toBe(s.model.complete(input))
     }),
   )
   const release = fc.tuple(key, writer, retention).map(([k, t, retentionMs]) =>
-    onKey(k, `release(k${k}, t${t}, retain ${retentionMs})`, async (s) => {
+    onKey(k, `release(k${k}, ${tokenLabel(t)}, retain ${retentionMs})`, async (s) => {
       const input = { key: s.key, token: s.token(t), retentionMs }
-      expect(await s.store.release(input)).toBe(s.model.release(input))
+      expect(await s.store.release(input), s.label).toBe(s.model.release(input))
     }),
   )
   const extend = fc.tuple(key, writer, lease, retention).map(([k, t, leaseMs, retentionMs]) =>
-    onKey(k, `extend(k${k}, t${t}, lease ${leaseMs}, retain ${retentionMs})`, async (s) => {
+    onKey(k, `extend(k${k}, ${tokenLabel(t)}, lease ${leaseMs}, retain ${retentionMs})`, async (s) => {
       const input = { key: s.key, token: s.token(t), leaseMs, retentionMs }
-      expect(await s.store.extend(input)).toBe(s.model.extend(input))
+      expect(await s.store.extend(input), s.label).toBe(s.model.extend(input))
     }),
   )
   const get = key.map((k) =>
     onKey(k, `get(k${k})`, async (s) => {
-      expectSameRecord(await s.store.get(s.key), s.model.get(s.key))
+      expectSameRecord(await s.store.get(s.key), s.model.get(s.key), s.label)
     }),
   )
   const purge = fc.tuple(key, fc.boolean()).map(([k, force]) =>
     onKey(k, `delete(k${k}, force ${force})`, async (s) => {
-      expect(await s.store.delete(s.key, { force })).toBe(s.model.delete(s.key, { force }))
+      expect(await s.store.delete(s.key, { force }), s.label).toBe(s.model.delete(s.key, { force }))
     }),
   )
   const jump = fc.constantFrom(...JUMPS).map((ms) => new Jump(ms))
   // fc.commands picks among these uniformly: repeats weigh begins and clock jumps up.
   return [begin, begin, begin, complete, release, extend, get, purge, jump, jump]
+}
+
+function tokenLabel(ref: TokenRef): string {
+  return ref === 'owner' ? 'owner' : `t${ref}`
 }
 
 function onKey(keyIndex: number, label: string, perform: (step: Step) => Promise<void>): Command {
@@ -165,7 +171,7 @@ class KeyCommand implements Command {
     }
     const owner = model.get(key)?.token
     const token = (ref: TokenRef) => (ref === 'owner' ? (owner ?? real.tokens[0] ?? '') : (real.tokens[ref] ?? ''))
-    await this.perform({ model, store: real.store, key, token })
+    await this.perform({ model, store: real.store, key, label: this.label, token })
   }
 
   toString(): string {
@@ -191,45 +197,40 @@ class Jump implements Command {
   }
 }
 
-function expectSameBegin(actual: BeginResult, expected: BeginResult): void {
+function expectSameBegin(actual: BeginResult, expected: BeginResult, label: string): void {
   switch (expected.kind) {
-    case 'in_progress':
-      expect(actual.kind).toBe('in_progress')
-      if (actual.kind !== 'in_progress') return
+    case 'in_progress': {
+      expect(actual.kind, label).toBe('in_progress')
+      const remaining = actual.kind === 'in_progress' ? actual.leaseRemainingMs : Number.NaN
       // The store's clock ran on since the model's decision, by less than GUARD; ms rounding aside.
-      expect(actual.leaseRemainingMs).toBeGreaterThan(0)
-      expect(actual.leaseRemainingMs).toBeLessThanOrEqual(expected.leaseRemainingMs + 1)
-      expect(actual.leaseRemainingMs).toBeGreaterThan(expected.leaseRemainingMs - GUARD)
+      expect(remaining, `${label}: leaseRemainingMs`).toBeGreaterThan(0)
+      expect(remaining, `${label}: leaseRemainingMs`).toBeLessThanOrEqual(expected.leaseRemainingMs + 1)
+      expect(remaining, `${label}: leaseRemainingMs`).toBeGreaterThan(expected.leaseRemainingMs - GUARD)
       return
+    }
     case 'replay':
-      expect(actual.kind).toBe('replay')
+      expect(actual.kind, label).toBe('replay')
       if (actual.kind === 'replay') expectSameResponse(actual.response, expected.response)
       return
     case 'acquired':
     case 'mismatch':
-      expect(actual).toEqual(expected)
+      expect(actual, label).toEqual(expected)
       return
   }
 }
 
-function expectSameRecord(actual: StoredRecord | null, expected: StoredRecord | null): void {
-  if (expected === null) {
-    expect(actual).toBeNull()
+function expectSameRecord(actual: StoredRecord | null, expected: StoredRecord | null, label: string): void {
+  if (expected === null || actual === null) {
+    expect(actual, label).toEqual(expected)
     return
   }
-  expect(actual).not.toBeNull()
-  if (actual === null) return
-  const { state, fence, fingerprint, token } = expected
-  expect({
-    state: actual.state,
-    fence: actual.fence,
-    fingerprint: actual.fingerprint,
-    token: actual.token,
-  }).toEqual({ state, fence, fingerprint, token })
+  const shown = ({ state, fence, fingerprint, token }: StoredRecord) => ({ state, fence, fingerprint, token })
+  expect(shown(actual), label).toEqual(shown(expected))
   if (expected.state === 'in_progress') {
     const retention = expected.expiresAt - expected.leaseDeadline
-    expect(Math.abs(actual.expiresAt - actual.leaseDeadline - retention)).toBeLessThanOrEqual(1)
+    const actualRetention = actual.expiresAt - actual.leaseDeadline
+    expect(Math.abs(actualRetention - retention), `${label}: expiresAt - leaseDeadline`).toBeLessThanOrEqual(1)
   }
-  if (expected.response === null) expect(actual.response).toBeNull()
+  if (expected.response === null) expect(actual.response, label).toBeNull()
   else expectSameResponse(actual.response, expected.response)
 }

@@ -19,7 +19,7 @@ export interface StoreFixture {
 
 /** Tuning for `describeStoreContract`. */
 export interface StoreContractOptions {
-  /** Runs of the model-based test (each a fresh sequence of up to 30 operations); default 100. */
+  /** Runs of the model-based test (each a fresh sequence of up to 30 operations); default 150. */
   readonly modelRuns?: number
 }
 
@@ -60,7 +60,7 @@ const OK_RESPONSE: StoredResponse = {
  * })
  */
 export function describeStoreContract(fixture: StoreFixture, options: StoreContractOptions = {}): void {
-  const modelRuns = options.modelRuns ?? 100
+  const modelRuns = options.modelRuns ?? 150
 
   describe(`store contract: ${fixture.name}`, () => {
     const opened: Store[] = []
