@@ -33,6 +33,11 @@ export async function openStore(url: string = DEFAULT_STORE_URL): Promise<Opened
     // Fail fast instead of queueing commands while Redis is away: the engine answers 503 in time.
     const client = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
     client.on('error', () => {})
+    // Without an offline queue, commands sent before 'ready' fail: wait for it briefly (503s until it comes).
+    await new Promise((resolve) => {
+      client.once('ready', resolve)
+      setTimeout(resolve, 2000).unref()
+    })
     const store = new RedisStore({ client: ioredisClient(client), prefix: 'payments-demo' })
     return { store, description: 'redis', close: async () => void client.disconnect() }
   }
