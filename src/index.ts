@@ -2,10 +2,10 @@
  * @module idempotency-kit: the framework-neutral engine, the Store contract, the in-memory store, errors,
  * key parsing and fingerprinting.
  */
-export { createIdempotency } from './create-idempotency.js'
+
 export type { Decision, Execution, HandlerOutcome, Idempotency } from './core/engine.js'
 export { createEngine } from './core/engine.js'
-export type { StoreFailure, IdempotencyErrorCode } from './core/errors.js'
+export type { IdempotencyErrorCode, StoreFailure } from './core/errors.js'
 export {
   IdempotencyConfigError,
   IdempotencyError,
@@ -14,7 +14,7 @@ export {
 } from './core/errors.js'
 export type { IdempotencyEvent, IdempotencyEventType } from './core/events.js'
 export type { FingerprintBody } from './core/fingerprint.js'
-export { fingerprintRequest, FINGERPRINT_VERSION } from './core/fingerprint.js'
+export { FINGERPRINT_VERSION, fingerprintRequest } from './core/fingerprint.js'
 export { storableHeaders } from './core/headers.js'
 export type { HttpResponse, IdempotencyRequest } from './core/http.js'
 export { parseIdempotencyKey } from './core/key.js'
@@ -43,5 +43,6 @@ export type {
   StoredRecord,
   StoredResponse,
 } from './core/store.js'
-export { MemoryStore } from './stores/memory/memory-store.js'
+export { createIdempotency } from './create-idempotency.js'
 export type { MemoryStoreOptions } from './stores/memory/memory-store.js'
+export { MemoryStore } from './stores/memory/memory-store.js'

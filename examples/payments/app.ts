@@ -16,7 +16,17 @@ function problem(res: Response, status: number, error: string, message: string, 
   res
     .status(status)
     .type('application/problem+json')
-    .send(JSON.stringify({ type: `urn:payments-demo:${error}`, title: error, status, detail: message, error, message, ...extra }))
+    .send(
+      JSON.stringify({
+        type: `urn:payments-demo:${error}`,
+        title: error,
+        status,
+        detail: message,
+        error,
+        message,
+        ...extra,
+      }),
+    )
 }
 
 interface ChargeBody {

@@ -2,7 +2,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { MemoryStore } from '../stores/memory/memory-store.js'
-import { type Decision, createEngine, type Execution } from './engine.js'
+import { createEngine, type Decision, type Execution } from './engine.js'
 import { IdempotencyConfigError, IdempotencyLeaseLostError } from './errors.js'
 import type { IdempotencyEvent } from './events.js'
 import type { IdempotencyRequest } from './http.js'
@@ -32,7 +32,12 @@ function executing(decision: Decision): Execution {
   return decision.execution
 }
 
-const ok = { kind: 'response', status: 200, headers: [['content-type', 'text/plain']], body: new Uint8Array([1]) } as const
+const ok = {
+  kind: 'response',
+  status: 200,
+  headers: [['content-type', 'text/plain']],
+  body: new Uint8Array([1]),
+} as const
 
 /** A real MemoryStore whose operations can be made to fail. */
 function flaky(store: Store, fail: { extend?: boolean; complete?: number }): Store {

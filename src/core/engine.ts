@@ -90,7 +90,11 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     settled: Promise<void>
   }
 
-  function emit(type: IdempotencyEventType, startedAt: number, fields: Omit<IdempotencyEvent, 'type' | 'durationMs'> = {}) {
+  function emit(
+    type: IdempotencyEventType,
+    startedAt: number,
+    fields: Omit<IdempotencyEvent, 'type' | 'durationMs'> = {},
+  ) {
     if (o.onEvent === undefined) return
     try {
       o.onEvent({ type, durationMs: now() - startedAt, ...fields })
@@ -120,12 +124,9 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     // (design-review H6). Never 0: clients would hot-loop.
     const hint = Math.ceil(o.retryAfterSeconds + Math.random())
     const cap = Math.max(1, Math.ceil(leaseRemainingMs / 1000))
-    return rejection(
-      'REQUEST_IN_PROGRESS',
-      'A request with this idempotency key is currently being processed.',
-      {},
-      [['retry-after', String(Math.min(hint, cap))]],
-    )
+    return rejection('REQUEST_IN_PROGRESS', 'A request with this idempotency key is currently being processed.', {}, [
+      ['retry-after', String(Math.min(hint, cap))],
+    ])
   }
 
   function replay(response: StoredResponse): HttpResponse {

@@ -1,9 +1,6 @@
 /** Faults the library throws. Client-facing outcomes (400/409/410/422) are values, not errors. */
 
-export type IdempotencyErrorCode =
-  | 'ERR_IDEMPOTENCY_CONFIG'
-  | 'ERR_IDEMPOTENCY_STORE'
-  | 'ERR_IDEMPOTENCY_LEASE_LOST'
+export type IdempotencyErrorCode = 'ERR_IDEMPOTENCY_CONFIG' | 'ERR_IDEMPOTENCY_STORE' | 'ERR_IDEMPOTENCY_LEASE_LOST'
 
 const HELP = 'docs/errors.md#'
 

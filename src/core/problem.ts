@@ -55,11 +55,7 @@ export function problemResponse(
   )
   return {
     status,
-    headers: [
-      ['content-type', 'application/problem+json'],
-      ['content-length', String(body.byteLength)],
-      ...headers,
-    ],
+    headers: [['content-type', 'application/problem+json'], ['content-length', String(body.byteLength)], ...headers],
     body,
   }
 }

@@ -1,6 +1,7 @@
 // The Express adapter over a real socket, on Express 5 and Express 4: capture, replay, policy, rejections.
-import type { AddressInfo } from 'node:net'
+
 import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import express5 from 'express'
 import express4 from 'express4'
@@ -25,7 +26,11 @@ async function listen(app: ReturnType<ExpressFactory>): Promise<string> {
 function post(url: string, key: string | undefined, body: unknown = { a: 1 }, headers: Record<string, string> = {}) {
   return fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key }), ...headers },
+    headers: {
+      'content-type': 'application/json',
+      ...(key === undefined ? {} : { 'idempotency-key': key }),
+      ...headers,
+    },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   })
 }

@@ -30,7 +30,9 @@ describe('the package', () => {
     expect(out.resolved).toMatch(/\/dist\/index\.js$/)
     expect(out['idempotency-kit']).toEqual(expect.arrayContaining(['createIdempotency', 'MemoryStore']))
     expect(out['idempotency-kit/express']).toEqual(['idempotency', 'json', 'keepRawBody'])
-    expect(out['idempotency-kit/redis']).toEqual(expect.arrayContaining(['RedisStore', 'ioredisClient', 'nodeRedisClient']))
+    expect(out['idempotency-kit/redis']).toEqual(
+      expect.arrayContaining(['RedisStore', 'ioredisClient', 'nodeRedisClient']),
+    )
     expect(out['idempotency-kit/postgres']).toEqual(expect.arrayContaining(['PostgresStore', 'migrate']))
     expect(out['idempotency-kit/sqlite']).toEqual(expect.arrayContaining(['SqliteStore', 'openSqliteStore']))
     expect(out['idempotency-kit/testing']).toEqual(expect.arrayContaining(['describeStoreContract']))
