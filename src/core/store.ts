@@ -116,7 +116,7 @@ export interface Store {
   /**
    * Compares the fingerprint first (mismatch in every state but a tombstone), then: no live record or a
    * tombstone → new `in_progress` owned by `token` (fence continues past the tombstone); `in_progress`
-   * owned by `token` → `acquired` again, unchanged; `in_progress` past its lease deadline → takeover
+   * owned by `token` → the same acquisition again (fence, takeover, previousFence), lease not pushed; `in_progress` past its lease deadline → takeover
    * (new token, fence + 1); live `in_progress` → `in_progress`; `completed` → `replay`.
    */
   begin(input: BeginInput): Promise<BeginResult>
