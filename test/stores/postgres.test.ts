@@ -1,12 +1,17 @@
 // The PostgreSQL store on the local server: the store contract, then races, sweep, names, round trips.
 import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
+import {
+  type BeginResult,
+  type ClockOffset,
+  IdempotencyConfigError,
+  IdempotencyStoreError,
+  type StoredResponse,
+} from 'idempotency-kit'
 import { migrate, migrationSql, type PgQueryable, type PgQueryConfig, PostgresStore } from 'idempotency-kit/postgres'
+import { describeStoreContract, randomStorageKey, randomToken } from 'idempotency-kit/testing'
+import type pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { IdempotencyConfigError, IdempotencyStoreError } from '../../src/core/errors.js'
-import type { BeginResult, ClockOffset, StoredResponse } from '../../src/core/store.js'
-import { randomStorageKey, randomToken } from '../../src/testing/random-storage-key.js'
-import { describeStoreContract } from '../../src/testing/store-contract.js'
 import { createPostgresTestSchema, type PostgresTestSchema } from '../support/postgres.js'
 
 const LEASE = 10_000
@@ -83,17 +88,48 @@ function sqlState(error: unknown): unknown {
   return typeof error === 'object' && error !== null && 'code' in error ? error.code : undefined
 }
 
+describe('postgres: the begin race under READ COMMITTED', () => {
+  it('runs begin again when its snapshot missed the row a concurrent begin committed', async () => {
+    // The first begin inserts inside a transaction held open, so the 200 below block on the unique
+    // index with snapshots that cannot see its row: each first run returns no row (S-PG-1).
+    const blocker = await db.pool.connect()
+    try {
+      await blocker.query('BEGIN')
+      const key = randomStorageKey()
+      const first = await begin(store(blocker), key, randomToken())
+      expect(first).toEqual({ kind: 'acquired', fence: 1, takeover: false, previousFence: 0 })
+      const racers = db.newPool({ max: 20 })
+      const { queryable, calls } = counting(racers)
+      const s = store(queryable)
+      const racing = Promise.all(Array.from({ length: 200 }, () => begin(s, key, randomToken())))
+      racing.catch(() => {})
+      await waitFor(async () => (await lockWaiters()) >= 20)
+      await blocker.query('COMMIT')
+      const results = await racing
+      expect(results.filter((r) => r.kind !== 'in_progress')).toEqual([])
+      expect(calls.length).toBeGreaterThanOrEqual(200 + 20)
+      await racers.end()
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => {})
+      blocker.release()
+    }
+  })
+})
+
 describe('postgres: the begin race under REPEATABLE READ', () => {
   // Under REPEATABLE READ a begin that meets a row committed after its snapshot fails with 40001
   // (design-review S-PG-2); the store must run it again rather than answer 503.
-  const APPLICATION = `idem-rr-${Math.random().toString(36).slice(2)}`
-  function repeatableReadPool(): PgQueryable {
-    return db.newPool({
+  let rrPool: pg.Pool
+  beforeAll(() => {
+    rrPool = db.newPool({
       max: 20,
-      application_name: APPLICATION,
       options: '-c default_transaction_isolation=repeatable\\ read',
     })
-  }
+  })
+  afterAll(async () => {
+    await rrPool.end()
+  })
+  const repeatableReadPool = (): PgQueryable => rrPool
 
   it('runs its statements at REPEATABLE READ (the premise of this block)', async () => {
     const pool = repeatableReadPool()
@@ -148,17 +184,17 @@ describe('postgres: the begin race under REPEATABLE READ', () => {
       blocker.release()
     }
   })
-
-  /** Connections of this block's pools that wait for a lock. */
-  async function lockWaiters(): Promise<number> {
-    const { rows } = await db.pool.query(
-      `SELECT count(*)::int AS n FROM pg_stat_activity
-       WHERE wait_event_type = 'Lock' AND application_name = $1`,
-      [APPLICATION],
-    )
-    return (rows[0] as { n: number }).n
-  }
 })
+
+/** Statements on this run's table that wait for a lock (the begin text names the schema early). */
+async function lockWaiters(): Promise<number> {
+  const { rows } = await db.pool.query(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+     WHERE wait_event_type = 'Lock' AND position($1 IN query) > 0`,
+    [`"${db.schema}"."idempotency_records"`],
+  )
+  return (rows[0] as { n: number }).n
+}
 
 async function waitFor(condition: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -285,7 +321,8 @@ describe('postgres: storage', () => {
       const results = await Promise.allSettled(
         Array.from({ length: 8 }, () => migrate(db.pool, { schema: db.schema, table })),
       )
-      expect(results.filter((r) => r.status === 'rejected')).toEqual([])
+      const failures = results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []))
+      expect(failures).toEqual([])
     }
   })
 
@@ -350,6 +387,31 @@ describe('postgres: sweep', () => {
     offset += LEASE + RETENTION + 1_000
     expect(await s.sweep({ batchSize: 1, maxBatches: 3 })).toBe(3)
     expect(await s.sweep({ batchSize: 1 })).toBe(1)
+  })
+
+  it('skips a row another transaction holds instead of waiting for it', async () => {
+    const table = 'sweep_locked'
+    await migrate(db.pool, { schema: db.schema, table })
+    let offset = 0
+    const s = store(db.pool, () => offset, table)
+    const held = randomStorageKey()
+    const free = randomStorageKey()
+    await begin(s, held, randomToken(), 1)
+    await begin(s, free, randomToken(), 1)
+    offset += LEASE + RETENTION + 1_000
+    const blocker = await db.pool.connect()
+    try {
+      await blocker.query('BEGIN')
+      await blocker.query(`SELECT 1 FROM "${db.schema}"."${table}" WHERE key = $1 FOR UPDATE`, [held])
+      // Without SKIP LOCKED this sweep would wait for the blocker, which only commits afterwards.
+      expect(await s.sweep()).toBe(1)
+      await blocker.query('COMMIT')
+    } finally {
+      blocker.release()
+    }
+    const { rows } = await db.pool.query(`SELECT key FROM "${db.schema}"."${table}"`)
+    expect(rows).toEqual([{ key: held }])
+    expect(await s.sweep()).toBe(1)
   })
 
   it('rejects a batch size that is not a positive integer', async () => {

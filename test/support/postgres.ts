@@ -13,7 +13,10 @@ export interface PostgresTestSchema {
   readonly schema: string
   /** A pool of 20 connections to the test database. */
   readonly pool: pg.Pool
-  /** Another pool to the same database, ended by `close()` (e.g. with `options` that set a GUC). */
+  /**
+   * Another pool to the same database (e.g. with `options` that set a GUC), ended by `close()` unless
+   * ended before. The server allows 100 connections, shared by every suite running at the time.
+   */
   newPool(config?: pg.PoolConfig): pg.Pool
   /** Drops the schema (CASCADE: only what this run created lives there) and ends every pool. */
   close(): Promise<void>
@@ -30,6 +33,8 @@ export async function createPostgresTestSchema(): Promise<PostgresTestSchema> {
       connectionString: POSTGRES_TEST_URL,
       max: 20,
       connectionTimeoutMillis: 5_000,
+      // Idle connections go back soon: other suites share the server's 100 connections.
+      idleTimeoutMillis: 1_000,
       ...config,
     })
     // An idle client's error (the server restarting) must not crash the test process.
@@ -37,7 +42,7 @@ export async function createPostgresTestSchema(): Promise<PostgresTestSchema> {
     pools.push(pool)
     return pool
   }
-  const endPools = () => Promise.all(pools.splice(0).map((pool) => pool.end()))
+  const endPools = () => Promise.all(pools.splice(0).map((pool) => (pool.ended ? undefined : pool.end())))
 
   const pool = newPool()
   const schema = `idem_test_${Date.now().toString(36)}_${randomSuffix()}`

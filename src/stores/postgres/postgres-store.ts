@@ -146,9 +146,10 @@ export async function migrate(pool: PgQueryable, options: PostgresTableOptions =
     await pool.query({ text, values: [] })
   } catch (error) {
     // Two processes migrating at once: IF NOT EXISTS does not stop the loser's catalog insert from
-    // colliding with the winner's. The second run sees the table.
+    // colliding with the winner's (unique violation, duplicate table or row type). The second run
+    // sees the table.
     const code = sqlState(error)
-    if (code !== '23505' && code !== '42P07') throw error
+    if (code !== '23505' && code !== '42P07' && code !== '42710') throw error
     await pool.query({ text, values: [] })
   }
 }
