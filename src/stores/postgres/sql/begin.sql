@@ -1,15 +1,17 @@
 -- begin: take the record under a key, or say who has it, in one statement.
 -- Parameters: $1 clock_offset_ms float8, $2 key text, $3 fingerprint text, $4 token text,
 --   $5 lease_ms float8, $6 retention_ms float8.
--- Returns at most one row: outcome text, v int, state text, fence float8, previous_fence float8, takeover bool,
---   lease_remaining_ms float8, status int, replayable bool, headers bytea[][], body bytea.
---   outcome is 'acquired' | 'replay' | 'in_progress' | 'mismatch', or 'stale' when the row this
---   statement's snapshot shows is older than the one the upsert saw; run again on 'stale' or on no row.
+-- Returns at most one row: outcome text, v int, state text, fence float8, previous_fence float8,
+--   takeover bool, lease_remaining_ms float8, status int, replayable bool, headers bytea[][],
+--   body bytea. outcome is 'acquired' | 'replay' | 'in_progress' | 'mismatch', or 'stale' when the
+--   row this statement's snapshot shows is older than the one the upsert saw. On 'stale' or on no
+--   row, run it again.
 --
--- Why the retry: when a concurrent begin inserted the row after this statement's snapshot was taken,
--- ON CONFLICT sees and locks that row, but the fallback SELECT below reads the snapshot and finds
--- nothing (design-review S-PG-1). The next run's snapshot includes the row. Replays, conflicts and
--- mismatches write nothing (the upsert's WHERE is false), which an always-updating upsert would not give.
+-- Why run again: when a concurrent begin inserted the row after this statement's snapshot was
+-- taken, ON CONFLICT sees and locks that row, but the fallback SELECT below reads the snapshot and
+-- finds nothing (design-review S-PG-1). The next run's snapshot includes the row. In exchange,
+-- replays, conflicts and mismatches write nothing (the upsert's WHERE is false), where an
+-- always-updating upsert would write a row version on every one of them.
 --
 -- A row is live until lease_until + retention while in_progress, until expires_at otherwise; a row
 -- that is no longer live is absent, swept or not: it is overwritten and the fence restarts at 1.

@@ -2,8 +2,8 @@
 -- Parameters: $1 clock_offset_ms float8, $2 key text, $3 token text, $4 retention_ms float8,
 --   $5 status int, $6 replayable bool, $7 headers bytea[][] ([name, value] pairs), $8 body bytea.
 -- Returns one row: done bool, true when the token owns the record or already completed it, false
---   otherwise;
---   foreign_version int, the format version of a live row this code cannot read (else null).
+--   otherwise; foreign_version int, the format version of a live row this code cannot read
+--   (else null).
 --
 -- A record the token already completed is matched too and left as it was (the CASEs), so a resent
 -- complete answers true even when it races the first one: under READ COMMITTED the UPDATE rechecks
@@ -29,7 +29,8 @@ done AS (
     AND r.v = 1
     AND r.token = $3::text
     AND r.state IN ('in_progress', 'completed')
-    AND CASE WHEN r.state = 'in_progress' THEN r.lease_until + r.retention ELSE r.expires_at END > c.now
+    AND CASE WHEN r.state = 'in_progress' THEN r.lease_until + r.retention ELSE r.expires_at END
+      > c.now
   RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM done) AS done,

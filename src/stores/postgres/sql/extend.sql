@@ -6,7 +6,8 @@
 --   foreign_version int, the format version of a live row this code cannot read (else null).
 --
 -- Only unindexed columns change, so the heartbeat can be a HOT update: expires_at keeps the value
--- begin gave it, and the sweep rechecks lease_until + retention before it deletes an in_progress row.
+-- begin gave it, and the sweep rechecks lease_until + retention before it deletes an in_progress
+-- row.
 WITH c AS MATERIALIZED (
   SELECT clock_timestamp() + $1::float8 * interval '1 millisecond' AS now
 ),
@@ -21,7 +22,8 @@ done AS (
     AND r.v = 1
     AND r.token = $3::text
     AND r.state IN ('in_progress', 'completed')
-    AND CASE WHEN r.state = 'in_progress' THEN r.lease_until + r.retention ELSE r.expires_at END > c.now
+    AND CASE WHEN r.state = 'in_progress' THEN r.lease_until + r.retention ELSE r.expires_at END
+      > c.now
   RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM done) AS done,

@@ -8,7 +8,8 @@ WITH c AS MATERIALIZED (
 ),
 live AS (
   SELECT r.*,
-    CASE WHEN r.state = 'in_progress' THEN r.lease_until + r.retention ELSE r.expires_at END AS until
+    CASE WHEN r.state = 'in_progress' THEN r.lease_until + r.retention ELSE r.expires_at END
+      AS until
   FROM {{table}} r
   WHERE r.key = $2::text
 )

@@ -2,8 +2,9 @@
 -- The table and index names below were validated and quoted when this text was made. The schema
 -- must already exist.
 --
--- One row per key. Format version 1 (column v); a reader that meets another version refuses the row.
---   state          in_progress | completed | released (a released row is a tombstone that keeps the fence)
+-- One row per key. Format version 1 (column v); a reader that meets another version refuses the
+-- row.
+--   state          in_progress | completed | released (released: a tombstone that keeps the fence)
 --   fingerprint    the request fingerprint; '' on a tombstone
 --   token          the owner token (random, minted by the engine)
 --   fence          +1 on every acquisition, kept across release

@@ -2,9 +2,10 @@
 -- Parameters: $1 clock_offset_ms float8, $2 batch_size int.
 -- Returns one row: deleted int, the number of rows this batch removed.
 --
--- SKIP LOCKED lets concurrent sweepers and live traffic pass each other. The expiry is checked again
--- on the row the DELETE locks: between the candidate scan and the delete, a begin may have taken over
--- the expired row and made it live again (design-review S-PG-6).
+-- SKIP LOCKED lets concurrent sweepers and live traffic pass each other. The expiry is checked
+-- again on the row the DELETE locks: between the candidate scan and the delete, a begin may have
+-- taken over the expired row and made it live again (design-review S-PG-6). The candidate scan
+-- walks the expires_at index; the full expiry test then skips in_progress rows a heartbeat kept.
 WITH c AS MATERIALIZED (
   SELECT clock_timestamp() + $1::float8 * interval '1 millisecond' AS now
 ),
