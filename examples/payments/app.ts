@@ -54,7 +54,7 @@ function validate(body: unknown): ChargeBody | string {
 function tenantOf(req: Request): string | undefined {
   const header = req.headers.authorization
   if (header === undefined) return ''
-  const match = /^Bearer ([!-~]{1,512})$/.exec(header)
+  const match = /^Bearer ([!-~]{1,512})$/i.exec(header)
   return match?.[1]
 }
 
