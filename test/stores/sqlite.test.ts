@@ -64,14 +64,16 @@ const RESPONSE: StoredResponse = {
 }
 
 /** Starts the child script in another Node process, with the package resolved from source. */
-function child(...args: string[]): { process: ChildProcess; lines: AsyncIterator<string> } {
+function child(...args: string[]): { process: ChildProcess; lines: AsyncIterator<string>; exited: Promise<unknown> } {
   const proc = spawn(process.execPath, ['--conditions=idempotency-kit-source', '--import', 'tsx', CHILD, ...args], {
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   if (proc.stdout === null) throw new Error('child has no stdout')
   const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]()
+  // Listen for 'exit' from the start: a child that prints and exits at once may be gone before we ask.
+  const exited = once(proc, 'exit')
   toClose.push({ close: () => proc.exitCode === null && proc.kill() })
-  return { process: proc, lines }
+  return { process: proc, lines, exited }
 }
 
 async function expectLine(lines: AsyncIterator<string>, expected: string): Promise<void> {
@@ -411,7 +413,7 @@ describe('SqliteStore specifics', () => {
     const remote = await Promise.all(
       racers.map(async (racer) => {
         const line = await racer.lines.next()
-        await once(racer.process, 'exit')
+        await racer.exited
         return JSON.parse(String(line.value)) as string[]
       }),
     )
