@@ -27,6 +27,10 @@ function request(key: string, body = '{"a":1}', scope = ''): IdempotencyRequest 
   }
 }
 
+function storageKeyOf(key: string, scope = ''): string {
+  return createHash('sha256').update(`${scope}\0${key}`).digest('hex')
+}
+
 function executing(decision: Decision): Execution {
   if (decision.kind !== 'execute') throw new Error(`expected execute, got ${decision.kind}`)
   return decision.execution
@@ -125,6 +129,25 @@ describe('createEngine', () => {
     expect(replay.kind === 'respond' && Array.from(replay.response.body)).toEqual([2])
     const replayCrashed = await b.handle(request('crashed'))
     expect(replayCrashed.kind === 'respond' && Array.from(replayCrashed.response.body)).toEqual([3])
+  })
+
+  it('releases in the background a begin that timed out but applied later, so a retry is not stuck for a lease', async () => {
+    const memory = new MemoryStore()
+    // The begin reaches the store only after the engine gave up on it, as a resent command would.
+    const late: Store = {
+      ...flaky(memory, {}),
+      begin: (input) =>
+        new Promise((resolve, reject) => setTimeout(() => memory.begin(input).then(resolve, reject), 300)),
+    }
+    const e = engine({ store: late, beginTimeoutMs: 100, leaseMs: 30_000 })
+    const first = await e.handle(request('late'))
+    expect(first.kind === 'respond' && first.response.status).toBe(503)
+    await sleep(1000)
+    // The late begin applied (fence 1) and the engine released its token's record.
+    expect(await memory.get(storageKeyOf('late'))).toMatchObject({ state: 'released', fence: 1 })
+    const retry = executing(await engine({ store: memory }).handle(request('late')))
+    expect(retry.lease.fence).toBe(2)
+    await retry.finish(ok)
   })
 
   it('retries complete while the lease holds, and the result is stored once the store answers', async () => {

@@ -149,15 +149,28 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     }
   }
 
-  /** Best effort, guarded by the token: a `begin` that timed out may still apply later (P1). */
+  /**
+   * Best effort, guarded by the token: a `begin` that timed out may still apply later (a driver resends it
+   * on a new connection), leaving the key held by a token nobody runs (P1). Retried with backoff until the
+   * lease would have lapsed anyway.
+   */
   function releaseLater(key: string, token: string): void {
-    let attempt = 0
+    const until = now() + o.leaseMs
+    let wait = 250
     const tryRelease = () => {
-      callStore('release', o.storeTimeoutMs, () => o.store.release({ key, token, retentionMs: o.retentionMs })).catch(
+      callStore('release', o.storeTimeoutMs, () => o.store.release({ key, token, retentionMs: o.retentionMs })).then(
+        (released) => {
+          // false: the late begin never applied (or lost to another holder); nothing is ours to free.
+          if (!released && now() + wait < until) schedule()
+        },
         () => {
-          if (++attempt < 3) setTimeout(tryRelease, o.leaseMs / 3)
+          if (now() + wait < until) schedule()
         },
       )
+    }
+    const schedule = () => {
+      setTimeout(tryRelease, wait)
+      wait = Math.min(wait * 2, 4_000)
     }
     tryRelease()
   }
