@@ -30,26 +30,49 @@ export async function openStore(url: string = DEFAULT_STORE_URL): Promise<Opened
       import('ioredis'),
       import('idempotency-kit/redis'),
     ])
-    // Fail fast instead of queueing commands while Redis is away: the engine answers 503 in time.
-    const client = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 })
+    const parsed = new URL(url)
+    const prefix = parsed.searchParams.get('prefix') ?? 'payments-demo'
+    parsed.searchParams.delete('prefix')
+    // Fail fast instead of queueing commands while Redis is away: the engine answers 503 in time. A socket
+    // silent for 3 s is dropped and reconnected, or a failover that swallows the old connection never heals.
+    const client = new Redis(parsed.toString(), {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 1000,
+      socketTimeout: 3000,
+    })
     client.on('error', () => {})
     // Without an offline queue, commands sent before 'ready' fail: wait for it briefly (503s until it comes).
     await new Promise((resolve) => {
       client.once('ready', resolve)
       setTimeout(resolve, 2000).unref()
     })
-    const store = new RedisStore({ client: ioredisClient(client), prefix: 'payments-demo' })
-    return { store, description: 'redis', close: async () => void client.disconnect() }
+    const store = new RedisStore({ client: ioredisClient(client), prefix })
+    return { store, description: `redis (prefix ${prefix})`, close: async () => void client.disconnect() }
   }
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     const [{ default: pg }, { PostgresStore, migrate }] = await Promise.all([
       import('pg'),
       import('idempotency-kit/postgres'),
     ])
-    const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: 1000 })
+    const parsed = new URL(url)
+    const schema = parsed.searchParams.get('schema') ?? 'public'
+    parsed.searchParams.delete('schema')
+    // query_timeout frees a pooled connection whose query was swallowed (a silent failover); without it
+    // every connection stays checked out and the pool never recovers.
+    const pool = new pg.Pool({
+      connectionString: parsed.toString(),
+      max: 10,
+      connectionTimeoutMillis: 1000,
+      query_timeout: 3000,
+    })
     pool.on('error', () => {})
-    await migrate(pool)
-    return { store: new PostgresStore({ pool }), description: 'postgres', close: () => pool.end() }
+    await migrate(pool, { schema })
+    return {
+      store: new PostgresStore({ pool, schema }),
+      description: `postgres (schema ${schema})`,
+      close: () => pool.end(),
+    }
   }
   throw new Error(`STORE_URL must be memory:, sqlite:PATH, redis://… or postgres://…, got ${url}`)
 }

@@ -159,7 +159,7 @@ export async function migrate(pool: PgQueryable, options: PostgresTableOptions =
  * that reads `clock_timestamp()` once, so deadlines follow the server's clock.
  *
  * @example
- * const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: 2000 })
+ * const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: 2000, query_timeout: 3000 })
  * await migrate(pool)
  * const store = new PostgresStore({ pool })
  */
