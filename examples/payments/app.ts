@@ -1,6 +1,6 @@
 /** The seed's payments API on idempotency-kit: POST /api/payments/charge, GET /api/payments/charges. */
 import express, { type NextFunction, type Request, type Response } from 'express'
-import { createIdempotency, type Store } from 'idempotency-kit'
+import { createIdempotency, type IdempotencyEvent, type Store } from 'idempotency-kit'
 import { idempotency, json } from 'idempotency-kit/express'
 import { CardDeclinedError, FakeGateway, GatewayUnavailableError } from './gateway.js'
 
@@ -8,6 +8,8 @@ export interface PaymentsAppOptions {
   readonly store: Store
   readonly gateway?: FakeGateway
   readonly leaseMs?: number
+  /** Called for every idempotency outcome (the server logs takeovers and lost leases). */
+  readonly onEvent?: (event: IdempotencyEvent) => void
   /** Largest JSON body accepted. Default 16 KiB. */
   readonly bodyLimit?: number | string
 }
@@ -77,6 +79,7 @@ export function createPaymentsApp(options: PaymentsAppOptions) {
     store: options.store,
     ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
     markers: { 'Idempotency-Cached': ['false', 'true'] },
+    ...(options.onEvent === undefined ? {} : { onEvent: options.onEvent }),
   })
   payments.use(idempotency({ engine, required: true, scope: tenantOf }))
 

@@ -16,6 +16,14 @@ const opened = await openStore(process.env.STORE_URL ?? process.env.REDIS_URL)
 const { app, engine } = createPaymentsApp({
   store: opened.store,
   gateway: new FakeGateway(numberFromEnv('GATEWAY_LATENCY_MS', 0)),
+  onEvent: (event) => {
+    // What an operator wants to see: a key recovered from a crashed holder, or a holder that lost its key.
+    if (event.type === 'takeover') {
+      console.log(`idempotency takeover ${event.key} fence ${event.previousFence} -> ${event.fence}`)
+    } else if (event.type === 'lease_lost' || event.type === 'complete_failed') {
+      console.log(`idempotency ${event.type} ${event.key} fence ${event.fence} (${event.reason ?? 'store'})`)
+    }
+  },
   ...(process.env.IDEMPOTENCY_LEASE_MS ? { leaseMs: numberFromEnv('IDEMPOTENCY_LEASE_MS', 30_000) } : {}),
 })
 const server = app.listen(numberFromEnv('PORT', 3000), '127.0.0.1', () => {

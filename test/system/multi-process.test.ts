@@ -240,6 +240,8 @@ describe.each(backends)('two demo processes on $name', (backend) => {
       expect(done).toMatchObject({ state: 'completed', fence: 2, token: taken?.token })
       const restartedCharges = await charges(restarted.url)
       expect(restartedCharges.attempts).toBe(1)
+      // The new holder's handler saw the takeover: the demo logs the engine's `takeover` event.
+      expect(restarted.output()).toContain(`idempotency takeover ${hash} fence 1 -> 2`)
       expect(restartedCharges.charges.map((c) => c.id)).toEqual([chargeOf(ran).id])
 
       // Then every process replays it.
