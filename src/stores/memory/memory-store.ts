@@ -12,6 +12,7 @@ import type {
   StoredRecord,
   StoredResponse,
 } from '../../core/store.js'
+import { planBegin, planWrite } from '../../core/transitions.js'
 
 /** Limits and test hooks of a `MemoryStore`. */
 export interface MemoryStoreOptions {
@@ -83,87 +84,68 @@ export class MemoryStore implements Store {
   async begin(input: BeginInput): Promise<BeginResult> {
     const now = this.now()
     const record = this.read(input.key, now)
-    if (record === undefined) return this.acquire(input, now, undefined, false)
-    if (record.state !== 'released' && record.fingerprint !== input.fingerprint) {
-      return { kind: 'mismatch' }
+    const plan = planBegin(record ?? null, input, now)
+    if (plan.kind === 'answer') {
+      const { result } = plan
+      return result.kind === 'replay' ? { kind: 'replay', response: copyResponse(result.response) } : result
     }
-    switch (record.state) {
-      case 'released':
-        return this.acquire(input, now, record, false)
-      case 'completed':
-        return { kind: 'replay', response: copyResponse(record.response) }
-      case 'in_progress':
-        if (record.token === input.token) return acquisition(record)
-        if (now < record.leaseDeadline) {
-          return { kind: 'in_progress', leaseRemainingMs: record.leaseDeadline - now }
-        }
-        return this.acquire(input, now, record, true)
-    }
+    const leaseDeadline = now + input.leaseMs
+    const fields = {
+      v: FORMAT,
+      state: 'in_progress',
+      fence: plan.fence,
+      fingerprint: input.fingerprint,
+      token: input.token,
+      takeover: plan.takeover,
+      response: null,
+    } as const
+    this.write(input.key, now, record, {
+      ...fields,
+      leaseDeadline,
+      expiresAt: leaseDeadline + input.retentionMs,
+      bytes: sizeOf(input.key, fields, null),
+    })
+    return { kind: 'acquired', fence: plan.fence, takeover: plan.takeover, previousFence: plan.previousFence }
   }
 
   async complete(input: CompleteInput): Promise<boolean> {
     const now = this.now()
-    const record = this.read(input.key, now)
-    if (record === undefined || record.token !== input.token) return false
-    switch (record.state) {
-      case 'completed':
-        return true
-      case 'released':
-        return false
-      case 'in_progress': {
-        const response = copyResponse(input.response)
-        this.write(input.key, now, record, {
-          ...record,
-          state: 'completed',
-          response,
-          expiresAt: now + input.retentionMs,
-          bytes: sizeOf(input.key, record, response),
-        })
-        return true
-      }
-    }
+    const plan = planWrite('complete', this.read(input.key, now) ?? null, input.token)
+    if (plan.kind === 'answer') return plan.result
+    const { record } = plan
+    const response = copyResponse(input.response)
+    this.write(input.key, now, record, {
+      ...record,
+      state: 'completed',
+      response,
+      expiresAt: now + input.retentionMs,
+      bytes: sizeOf(input.key, record, response),
+    })
+    return true
   }
 
   async release(input: ReleaseInput): Promise<boolean> {
     const now = this.now()
-    const record = this.read(input.key, now)
-    if (record === undefined || record.token !== input.token) return false
-    switch (record.state) {
-      case 'released':
-        return true
-      case 'completed':
-        return false
-      case 'in_progress': {
-        const tombstone = { ...record, state: 'released', fingerprint: '', response: null } as const
-        this.write(input.key, now, record, {
-          ...tombstone,
-          expiresAt: now + input.retentionMs,
-          bytes: sizeOf(input.key, tombstone, null),
-        })
-        return true
-      }
-    }
+    const plan = planWrite('release', this.read(input.key, now) ?? null, input.token)
+    if (plan.kind === 'answer') return plan.result
+    const { record } = plan
+    const tombstone = { ...record, state: 'released', fingerprint: '', response: null } as const
+    this.write(input.key, now, record, {
+      ...tombstone,
+      expiresAt: now + input.retentionMs,
+      bytes: sizeOf(input.key, tombstone, null),
+    })
+    return true
   }
 
   async extend(input: ExtendInput): Promise<boolean> {
     const now = this.now()
-    const record = this.read(input.key, now)
-    if (record === undefined || record.token !== input.token) return false
-    switch (record.state) {
-      case 'completed':
-        return true
-      case 'released':
-        return false
-      case 'in_progress': {
-        const leaseDeadline = now + input.leaseMs
-        this.write(input.key, now, record, {
-          ...record,
-          leaseDeadline,
-          expiresAt: leaseDeadline + input.retentionMs,
-        })
-        return true
-      }
-    }
+    const plan = planWrite('extend', this.read(input.key, now) ?? null, input.token)
+    if (plan.kind === 'answer') return plan.result
+    const { record } = plan
+    const leaseDeadline = now + input.leaseMs
+    this.write(input.key, now, record, { ...record, leaseDeadline, expiresAt: leaseDeadline + input.retentionMs })
+    return true
   }
 
   async get(key: string): Promise<StoredRecord | null> {
@@ -206,27 +188,6 @@ export class MemoryStore implements Store {
     return undefined
   }
 
-  private acquire(input: BeginInput, now: number, previous: MemoryRecord | undefined, takeover: boolean): BeginResult {
-    const leaseDeadline = now + input.leaseMs
-    const fields = {
-      v: FORMAT,
-      state: 'in_progress',
-      fence: (previous?.fence ?? 0) + 1,
-      fingerprint: input.fingerprint,
-      token: input.token,
-      takeover,
-      response: null,
-    } as const
-    const record: MemoryRecord = {
-      ...fields,
-      leaseDeadline,
-      expiresAt: leaseDeadline + input.retentionMs,
-      bytes: sizeOf(input.key, fields, null),
-    }
-    this.write(input.key, now, previous, record)
-    return acquisition(record)
-  }
-
   /** Replaces `previous` (or nothing) with `next`, after making room; throws 'full' rather than evict. */
   private write(key: string, now: number, previous: MemoryRecord | undefined, next: MemoryRecord): void {
     const addedRecords = previous === undefined ? 1 : 0
@@ -264,16 +225,6 @@ export class MemoryStore implements Store {
     for (const [key, record] of this.records) {
       pushExpiry(this.expiries, { at: record.expiresAt, key, record })
     }
-  }
-}
-
-function acquisition(record: MemoryRecord): BeginResult {
-  // Every acquisition adds exactly 1 to the fence it follows (0 for a fresh key).
-  return {
-    kind: 'acquired',
-    fence: record.fence,
-    takeover: record.takeover,
-    previousFence: record.fence - 1,
   }
 }
 

@@ -14,6 +14,7 @@ import type {
   StoredRecord,
   StoredResponse,
 } from '../../core/store.js'
+import { planBegin, planWrite } from '../../core/transitions.js'
 import { decodeHeaders, encodeHeaders } from './header-codec.js'
 
 /** A prepared statement: the part of better-sqlite3's `Statement` the store uses. */
@@ -170,46 +171,21 @@ export class SqliteStore implements Store {
     const leaseMs = duration('leaseMs', input.leaseMs)
     const retentionMs = duration('retentionMs', input.retentionMs)
     return this.#transact((statements, now): BeginResult => {
-      const acquire = (previousFence: number, takeover: boolean): BeginResult => {
-        const fence = previousFence + 1
-        const leaseDeadline = now + leaseMs
-        statements.begin.run({
-          key: input.key,
-          v: FORMAT_VERSION,
-          fingerprint: input.fingerprint,
-          token: input.token,
-          fence,
-          takeover: takeover ? 1 : 0,
-          leaseDeadline,
-          now,
-          expiresAt: leaseDeadline + retentionMs,
-        })
-        return { kind: 'acquired', fence, takeover, previousFence }
-      }
-      const record = this.#read(statements, input.key, now)
-      if (record === null) return acquire(0, false)
-      // The fingerprint is compared before the state: a reused key is 422 even while it runs.
-      if (record.state !== 'released' && record.fingerprint !== input.fingerprint) {
-        return { kind: 'mismatch' }
-      }
-      switch (record.state) {
-        case 'released':
-          return acquire(record.fence, false)
-        case 'completed':
-          return { kind: 'replay', response: record.response }
-        case 'in_progress':
-          if (record.token === input.token) {
-            // A resent begin answers as the first did (a fence always follows its predecessor by 1).
-            return {
-              kind: 'acquired',
-              fence: record.fence,
-              takeover: record.takeover,
-              previousFence: record.fence - 1,
-            }
-          }
-          if (record.leaseDeadline <= now) return acquire(record.fence, true)
-          return { kind: 'in_progress', leaseRemainingMs: record.leaseDeadline - now }
-      }
+      const plan = planBegin(this.#read(statements, input.key, now), input, now)
+      if (plan.kind === 'answer') return plan.result
+      const leaseDeadline = now + leaseMs
+      statements.begin.run({
+        key: input.key,
+        v: FORMAT_VERSION,
+        fingerprint: input.fingerprint,
+        token: input.token,
+        fence: plan.fence,
+        takeover: plan.takeover ? 1 : 0,
+        leaseDeadline,
+        now,
+        expiresAt: leaseDeadline + retentionMs,
+      })
+      return { kind: 'acquired', fence: plan.fence, takeover: plan.takeover, previousFence: plan.previousFence }
     })
   }
 
@@ -219,38 +195,21 @@ export class SqliteStore implements Store {
     // Encoded before the lock is taken: pure work has no business inside the transaction.
     const headers = encodeHeaders(input.response.headers)
     return this.#transact((statements, now) => {
-      const record = this.#read(statements, input.key, now)
-      if (record === null || record.token !== input.token) return false
-      switch (record.state) {
-        case 'completed':
-          return true
-        case 'released':
-          return false
-        case 'in_progress': {
-          const params = { key: input.key, token: input.token, now, expiresAt: now + retentionMs }
-          const response = { status, headers, body, replayable: replayable ? 1 : 0 }
-          return statements.complete.run({ ...params, ...response }).changes === 1
-        }
-      }
+      const plan = planWrite('complete', this.#read(statements, input.key, now), input.token)
+      if (plan.kind === 'answer') return plan.result
+      const params = { key: input.key, token: input.token, now, expiresAt: now + retentionMs }
+      const response = { status, headers, body, replayable: replayable ? 1 : 0 }
+      return statements.complete.run({ ...params, ...response }).changes === 1
     })
   }
 
   async release(input: ReleaseInput): Promise<boolean> {
     const retentionMs = duration('retentionMs', input.retentionMs)
     return this.#transact((statements, now) => {
-      const record = this.#read(statements, input.key, now)
-      if (record === null || record.token !== input.token) return false
-      switch (record.state) {
-        case 'released':
-          return true
-        case 'completed':
-          // A stored response is never turned into a tombstone: a retry must replay it.
-          return false
-        case 'in_progress': {
-          const params = { key: input.key, token: input.token, now, expiresAt: now + retentionMs }
-          return statements.release.run(params).changes === 1
-        }
-      }
+      const plan = planWrite('release', this.#read(statements, input.key, now), input.token)
+      if (plan.kind === 'answer') return plan.result
+      const params = { key: input.key, token: input.token, now, expiresAt: now + retentionMs }
+      return statements.release.run(params).changes === 1
     })
   }
 
@@ -258,20 +217,11 @@ export class SqliteStore implements Store {
     const leaseMs = duration('leaseMs', input.leaseMs)
     const retentionMs = duration('retentionMs', input.retentionMs)
     return this.#transact((statements, now) => {
-      const record = this.#read(statements, input.key, now)
-      if (record === null || record.token !== input.token) return false
-      switch (record.state) {
-        case 'completed':
-          // A heartbeat that lands after complete is not a lost lease.
-          return true
-        case 'released':
-          return false
-        case 'in_progress': {
-          const leaseDeadline = now + leaseMs
-          const params = { key: input.key, token: input.token, now, leaseDeadline }
-          return statements.extend.run({ ...params, expiresAt: leaseDeadline + retentionMs }).changes === 1
-        }
-      }
+      const plan = planWrite('extend', this.#read(statements, input.key, now), input.token)
+      if (plan.kind === 'answer') return plan.result
+      const leaseDeadline = now + leaseMs
+      const params = { key: input.key, token: input.token, now, leaseDeadline }
+      return statements.extend.run({ ...params, expiresAt: leaseDeadline + retentionMs }).changes === 1
     })
   }
 
