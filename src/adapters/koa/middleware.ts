@@ -1,0 +1,133 @@
+/** `idempotency()` for Koa 2 and 3: translate the context, ask the engine, render, settle the body, store, send. */
+import type { IncomingMessage } from 'node:http'
+import type { Context, Middleware } from 'koa'
+import type { Idempotency } from '../../core/engine.js'
+import { IdempotencyConfigError } from '../../core/errors.js'
+import { type FingerprintBody, isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
+import type { Lease } from '../../core/lease.js'
+import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
+import { createIdempotency } from '../../create-idempotency.js'
+import { clearRouteHeaders, renderResponse, type Settled, settleResponse, snapshotHeaders } from './koa-response.js'
+
+/** What the middleware adds to `ctx.state`: the lease while it holds the key. */
+export interface IdempotencyState {
+  idempotency?: Lease
+}
+
+/** Options of the Koa middleware: an engine (shared) or the options to make one, plus route options. */
+export type KoaIdempotencyOptions = (IdempotencyOptions | { readonly engine: Idempotency }) &
+  RouteOptions & {
+    /** The authenticated principal's id (never the credential, which rotates). Default: unscoped. */
+    readonly scope?: (ctx: Context) => string | undefined
+  }
+
+const HANDLED = Symbol.for('idempotency-kit.handled')
+const encoder = new TextEncoder()
+
+function hasBody(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
+}
+
+function rawOf(value: unknown): FingerprintBody | undefined {
+  if (typeof value === 'string') return value === '' ? { kind: 'none' } : { kind: 'raw', bytes: encoder.encode(value) }
+  if (value instanceof Uint8Array) return value.byteLength === 0 ? { kind: 'none' } : { kind: 'raw', bytes: value }
+  return undefined
+}
+
+function bodyOf(ctx: Context): FingerprintBody {
+  // @koa/bodyparser (and koa-bodyparser) keep the text they parsed as rawBody; `patchNode` puts it on ctx.req.
+  const raw = rawOf((ctx.request as { rawBody?: unknown }).rawBody) ?? rawOf((ctx.req as { rawBody?: unknown }).rawBody)
+  if (raw !== undefined) return raw
+  if (!hasBody(ctx.req)) return { kind: 'none' }
+  // Fallback: a parsed JSON value (big numbers may already have collapsed).
+  const parsed = (ctx.request as { body?: unknown }).body
+  if (parsed !== undefined && isJsonMediaType(mediaTypeOf(ctx.get('content-type') || undefined))) {
+    return { kind: 'parsed', value: parsed }
+  }
+  // Hashing `{}` or undefined here would make every body alike (design-review H10).
+  throw new IdempotencyConfigError(
+    'the idempotency middleware cannot see this request body: mount bodyParser() from @koa/bodyparser before it, ' +
+      'with this media type in enableTypes, so that ctx.request.rawBody holds the bytes',
+  )
+}
+
+/**
+ * The idempotency middleware. Mount it after compression, CORS, the body parser and authentication, and before
+ * the routes; the lease is `ctx.state.idempotency`. App-wide plus per-route use handles a request once.
+ *
+ * @example
+ * app.use(bodyParser())
+ * app.use(idempotency({ store, required: true, scope: (ctx) => ctx.state.user?.id }))
+ */
+export function idempotency(options: KoaIdempotencyOptions): Middleware<IdempotencyState> {
+  const engine = 'engine' in options ? options.engine : createIdempotency(options)
+  const route = engine.route(options)
+  const scope = options.scope ?? (() => '')
+
+  return async function idempotencyMiddleware(ctx, next) {
+    const marked = ctx as unknown as Record<symbol, boolean>
+    if (marked[HANDLED]) return next()
+    marked[HANDLED] = true
+
+    const controller = new AbortController()
+    ctx.res.once('close', () => controller.abort())
+    const decision = await engine.handle(
+      {
+        method: ctx.method,
+        url: ctx.originalUrl,
+        header: (name) => {
+          const value = ctx.req.headers[name]
+          return Array.isArray(value) ? value.join(', ') : value
+        },
+        body: bodyOf(ctx),
+        contentType: ctx.req.headers['content-type'],
+        scope: scope(ctx) ?? '',
+        signal: controller.signal,
+      },
+      route,
+    )
+    switch (decision.kind) {
+      case 'pass':
+        return next()
+      case 'respond':
+        return renderResponse(ctx, decision.response)
+      case 'execute':
+        break
+      default: {
+        const unknown: never = decision
+        throw new TypeError(`unknown decision ${String(unknown)}`)
+      }
+    }
+
+    const { execution } = decision
+    // Headers set so far belong to this request only (CORS, request ids): never stored, never replayed.
+    const before = snapshotHeaders(ctx)
+    for (const [name, value] of execution.headers) ctx.set(name, value)
+    ctx.state.idempotency = execution.lease
+    let settled: Settled
+    try {
+      await next()
+      settled = await settleResponse(ctx, before, execution.maxResponseBytes)
+    } catch (error) {
+      // Koa's error handling (or the app's, outside this middleware) renders a throw after we return, so its
+      // bytes are never seen here. Until commit it counts as a 500 (released); after commit the record keeps the
+      // status Koa renders, as unreplayable: a retry gets 410, never a second run, never a body we guessed.
+      const status = execution.lease.committed ? statusOf(error) : 500
+      await execution.finish({ kind: 'unreplayable', status })
+      throw error
+    }
+    // Store, then send: Koa writes ctx.body only after every middleware returned.
+    const replacement = await execution.finish(settled.outcome)
+    if (replacement !== null) {
+      clearRouteHeaders(ctx, before)
+      renderResponse(ctx, replacement)
+    }
+  }
+}
+
+/** The status Koa's `ctx.onerror` renders for a thrown value. */
+function statusOf(error: unknown): number {
+  const { status, statusCode } = (error ?? {}) as { status?: unknown; statusCode?: unknown }
+  const code = status ?? statusCode
+  return typeof code === 'number' && Number.isInteger(code) && code >= 400 && code <= 599 ? code : 500
+}
