@@ -118,8 +118,8 @@ export function idempotent(
     onEvent,
     ...engineOptions
   } = options
-  const name = givenName ?? fn.name
   if (typeof fn !== 'function') throw new IdempotencyConfigError('idempotent(fn): fn must be a function')
+  const name = givenName ?? fn.name
   if (typeof name !== 'string' || name === '' || name.includes('\0')) {
     throw new IdempotencyConfigError(
       'idempotent(fn): the function has no name; pass options.name (it keeps its keys apart from other functions)',
