@@ -232,6 +232,13 @@ function attemptSignal(caller: AbortSignal, ms: number): { signal: AbortSignal; 
   return { signal, timedOut: () => timedOut, clear: () => clearTimeout(timer) }
 }
 
+/** How one attempt ended. */
+type AttemptOutcome =
+  | { readonly kind: 'response'; readonly response: Response }
+  | { readonly kind: 'network'; readonly error: unknown }
+  | { readonly kind: 'aborted' }
+  | { readonly kind: 'timeout' }
+
 /** Whether a response may be asked again under the same key, and after how long the server wants it. */
 async function retryableStatus(response: Response): Promise<StatusCause | undefined> {
   // A replay is the first execution's final answer, even a stored 5xx: asking again gets it again.
@@ -294,7 +301,8 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Ide
       return send(input, bodyFactory === undefined ? fetchInit : { ...fetchInit, body: await bodyFactory() })
     }
 
-    const startedAt = Date.now()
+    // Monotonic: a wall clock stepped by NTP must not stretch or cut the bound.
+    const deadline = performance.now() + o.timeoutMs
     const prepared = await prepare(input, fetchInit, bodyFactory)
     const key = callerKey ?? o.generateKey()
     prepared.headers.set(o.headerName, key)
@@ -304,39 +312,44 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Ide
     for (let attempt = 1; ; attempt++) {
       const info: IdempotencyInfo = { key, attempts: attempt }
       if (caller.aborted) throw remember(abortReason(caller), info)
-      const attemptBody = await bodyFor(prepared.body)
-      const clock = attemptSignal(caller, startedAt + o.timeoutMs - Date.now())
-      const attemptInit: RequestInit & { duplex?: 'half' } = {
-        headers: prepared.headers,
-        body: attemptBody,
-        signal: clock.signal,
-      }
-      // Node's fetch refuses a stream body without it (fetch spec: "duplex" member).
-      if (attemptBody !== null && isOneShot(attemptBody)) attemptInit.duplex = 'half'
-
-      let cause: RetryCause
-      let response: Response | undefined
-      try {
-        response = await send(new Request(prepared.template, attemptInit))
-        clock.clear()
-      } catch (error) {
-        clock.clear()
-        if (caller.aborted) throw remember(abortReason(caller), info)
-        if (clock.timedOut()) {
+      const outcome = await sendOnce(await bodyFor(prepared.body))
+      switch (outcome.kind) {
+        case 'aborted':
+          throw remember(abortReason(caller), info)
+        case 'timeout':
           throw remember(new DOMException(`No response within timeoutMs (${o.timeoutMs} ms)`, 'TimeoutError'), info)
+        case 'network': {
+          const delayMs = replayable ? nextDelay(attempt, undefined) : undefined
+          if (delayMs === undefined) throw remember(outcome.error, info)
+          await wait(attempt, delayMs, { kind: 'network', error: outcome.error })
+          break
         }
-        cause = { kind: 'network', error }
-        const delayMs = nextDelay(attempt, undefined)
-        if (!replayable || delayMs === undefined) throw remember(error, info)
-        await wait(key, attempt, delayMs, cause)
-        continue
+        case 'response': {
+          const cause = await retryableStatus(outcome.response)
+          const delayMs = cause !== undefined && replayable ? nextDelay(attempt, cause.retryAfterMs) : undefined
+          if (cause === undefined || delayMs === undefined) return remember(outcome.response, info)
+          await discard(outcome.response)
+          await wait(attempt, delayMs, cause)
+          break
+        }
       }
+    }
 
-      const retryable = await retryableStatus(response)
-      const delayMs = retryable === undefined ? undefined : nextDelay(attempt, retryable.retryAfterMs)
-      if (retryable === undefined || !replayable || delayMs === undefined) return remember(response, info)
-      await discard(response)
-      await wait(key, attempt, delayMs, retryable)
+    /** One attempt, bounded by what is left of the deadline; the caller's signal also covers the body read. */
+    async function sendOnce(body: BodyInit | null): Promise<AttemptOutcome> {
+      const clock = attemptSignal(caller, deadline - performance.now())
+      const init: RequestInit & { duplex?: 'half' } = { headers: prepared.headers, body, signal: clock.signal }
+      // Node's fetch refuses a stream body without it (fetch spec: the "duplex" member).
+      if (body !== null && isOneShot(body)) init.duplex = 'half'
+      try {
+        return { kind: 'response', response: await send(new Request(prepared.template, init)) }
+      } catch (error) {
+        if (caller.aborted) return { kind: 'aborted' }
+        if (clock.timedOut()) return { kind: 'timeout' }
+        return { kind: 'network', error }
+      } finally {
+        clock.clear()
+      }
     }
 
     /** The wait before the next attempt, or undefined when none is left or it would end past the deadline. */
@@ -344,10 +357,10 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Ide
       if (attempt >= o.maxAttempts) return undefined
       const backoff = backoffDelay(attempt, o.baseDelayMs, o.maxDelayMs)
       const delayMs = retryAfterMs === undefined ? backoff : Math.max(retryAfterMs, backoff)
-      return Date.now() + delayMs < startedAt + o.timeoutMs ? delayMs : undefined
+      return performance.now() + delayMs < deadline ? delayMs : undefined
     }
 
-    async function wait(key: string, attempt: number, delayMs: number, cause: RetryCause): Promise<void> {
+    async function wait(attempt: number, delayMs: number, cause: RetryCause): Promise<void> {
       try {
         o.onRetry?.({ key, attempt, delayMs, cause })
       } catch {
