@@ -1,10 +1,15 @@
 // idempotent(fn) on the memory store: how calls are keyed, scoped and named; options; events; types.
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest'
-import { IdempotencyConfigError, IdempotencyStoreError } from '../core/errors.js'
+import { IdempotencyConfigError, IdempotencyError, IdempotencyStoreError } from '../core/errors.js'
 import type { IdempotencyEvent } from '../core/events.js'
 import type { Lease } from '../core/lease.js'
 import { MemoryStore } from '../stores/memory/memory-store.js'
-import { IdempotencyKeyReusedError, IdempotencyValueError, IdempotentError } from './errors.js'
+import {
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  IdempotencyValueError,
+  IdempotentError,
+} from './errors.js'
 import { type IdempotentFunction, idempotent } from './idempotent.js'
 
 const made: Array<IdempotentFunction<never[], unknown>> = []
@@ -207,6 +212,19 @@ describe('idempotent(fn): outcomes', () => {
     )
     await expect(odd()).rejects.toBe('plain string')
     await expect(odd()).rejects.toMatchObject({ originalName: 'Error', message: 'plain string' })
+  })
+
+  it('throws errors that are all IdempotencyError, with stable codes', async () => {
+    const { fn } = counted((id: string) => id)
+    const run = keep(idempotent(fn, { store: new MemoryStore(), name: 'codes', key: () => 'same' }))
+    await run('a')
+    const reused = await run('b').catch((e: unknown) => e)
+    expect(reused).toBeInstanceOf(IdempotencyError)
+    expect(reused).toMatchObject({ code: 'ERR_IDEMPOTENCY_KEY_REUSED' })
+    for (const error of [new IdempotencyInProgressError(1000), new IdempotentError('E', 'm', undefined)]) {
+      expect(error).toBeInstanceOf(IdempotencyError)
+    }
+    expect(new IdempotencyInProgressError(1000).code).toBe('ERR_IDEMPOTENCY_IN_PROGRESS')
   })
 
   it('works with a synchronous function', async () => {
