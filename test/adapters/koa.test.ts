@@ -282,10 +282,11 @@ describe('Koa adapter', () => {
     expect(replay.header('idempotent-replayed')).toBe('true')
   })
 
-  it('lets Koa render a thrown error: released before commit, kept after commit (the retry gets 410, not a rerun)', async () => {
+  it('stores what Koa renders for a throw, by its status: a 500 released before commit, replayed after', async () => {
     const { url, counter } = await app((ctx, runs) => {
       const { commit, status } = ctx.request.body as { commit: boolean; status?: number }
       if (commit) ctx.state.idempotency?.commit()
+      ctx.set('x-route', 'set before the throw')
       if (status !== undefined) ctx.throw(status, `refused ${runs}`)
       throw new Error(`boom ${runs}`)
     })
@@ -293,18 +294,77 @@ describe('Koa adapter', () => {
     const first = await post(url, released, { commit: false })
     expect(first.status).toBe(500)
     expect(first.body.toString()).toBe('Internal Server Error')
-    expect((await post(url, released, { commit: false })).status).toBe(500)
+    expect((await post(url, released, { commit: false })).header('idempotent-replayed')).toBeUndefined()
     expect(counter.runs).toBe(2)
-    // A thrown 4xx is a thrown error too: nothing happened before commit, so a corrected retry may run.
+    // A thrown 4xx renders a final answer: stored like a rendered one, as the Express and Hono adapters do.
     const refused = key()
-    expect((await post(url, refused, { commit: false, status: 400 })).body.toString()).toBe('refused 3')
-    expect((await post(url, refused, { commit: false, status: 400 })).body.toString()).toBe('refused 4')
+    const rendered = await post(url, refused, { commit: false, status: 400 })
+    const replayed = await post(url, refused, { commit: false, status: 400 })
+    expect(rendered.body.toString()).toBe('refused 3')
+    expect(replayed.status).toBe(400)
+    expect(replayed.body.equals(rendered.body)).toBe(true)
+    expect(replayed.header('content-type')).toBe(rendered.header('content-type'))
+    expect(replayed.header('idempotent-replayed')).toBe('true')
     const committed = key()
-    expect((await post(url, committed, { commit: true, status: 402 })).status).toBe(402)
-    const retry = await post(url, committed, { commit: true, status: 402 })
+    const boom = await post(url, committed, { commit: true })
+    const again = await post(url, committed, { commit: true })
+    expect(again.status).toBe(500)
+    expect(again.body.equals(boom.body)).toBe(true)
+    expect(again.header('idempotent-replayed')).toBe('true')
+    expect(again.header('x-route')).toBeUndefined()
+    expect(counter.runs).toBe(4)
+  })
+
+  it("stores what the app's own error middleware renders for a throw, outside the idempotency middleware", async () => {
+    let runs = 0
+    const a = new Koa<IdempotencyState>()
+    a.use(async (ctx, next) => {
+      try {
+        await next()
+      } catch (error) {
+        await sleep(20)
+        ctx.status = (error as { status?: number }).status ?? 500
+        ctx.body = { error: (error as Error).message }
+      }
+    })
+    a.use(bodyParser())
+    a.use(idempotency({ store: new MemoryStore() }))
+    a.use((ctx) => {
+      runs++
+      ctx.state.idempotency?.commit()
+      throw new Error(`declined ${runs}`)
+    })
+    const url = await serve(a)
+    const k = key()
+    const first = await post(url, k)
+    const second = await post(url, k)
+    expect(first.status).toBe(500)
+    expect(first.json()).toEqual({ error: 'declined 1' })
+    expect(second.header('idempotent-replayed')).toBe('true')
+    expect(second.body.equals(first.body)).toBe(true)
+    expect(second.header('content-type')).toBe('application/json; charset=utf-8')
+    expect(runs).toBe(1)
+  })
+
+  it('finishes a throw whose client is gone as unreplayable: the key is not left held, the retry gets 410', async () => {
+    const { url, counter } = await app(async (ctx) => {
+      ctx.state.idempotency?.commit()
+      await sleep(400)
+      throw new Error('after the client left')
+    })
+    const k = key()
+    const gone = request(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': k },
+      body: '{"a":1}',
+      onSocket: (socket) => setTimeout(() => socket.destroy(), 150),
+    }).catch(() => 'aborted')
+    expect(await gone).toBe('aborted')
+    await sleep(600)
+    const retry = await post(url, k)
     expect(retry.status).toBe(410)
-    expect(problemOf(retry)).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 402 })
-    expect(counter.runs).toBe(5)
+    expect(problemOf(retry)).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 500 })
+    expect(counter.runs).toBe(1)
   })
 
   it('releases on lease.release() even after commit, and stores a 400 but releases a 429 before commit', async () => {

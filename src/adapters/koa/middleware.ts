@@ -1,12 +1,13 @@
 /** `idempotency()` for Koa 2 and 3: translate the context, ask the engine, render, settle the body, store, send. */
 import type { IncomingMessage } from 'node:http'
 import type { Context, Middleware } from 'koa'
-import type { Idempotency } from '../../core/engine.js'
+import type { Execution, Idempotency } from '../../core/engine.js'
 import { IdempotencyConfigError } from '../../core/errors.js'
 import { type FingerprintBody, isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
 import { createIdempotency } from '../../create-idempotency.js'
+import { captureResponse } from '../express/capture-response.js'
 import { clearRouteHeaders, renderResponse, type Settled, settleResponse, snapshotHeaders } from './koa-response.js'
 
 /** What the middleware adds to `ctx.state`: the lease while it holds the key. */
@@ -109,11 +110,7 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware<Idempote
       await next()
       settled = await settleResponse(ctx, before, execution.maxResponseBytes)
     } catch (error) {
-      // Koa's error handling (or the app's, outside this middleware) renders a throw after we return, so its
-      // bytes are never seen here. Until commit it counts as a 500 (released); after commit the record keeps the
-      // status Koa renders, as unreplayable: a retry gets 410, never a second run, never a body we guessed.
-      const status = execution.lease.committed ? statusOf(error) : 500
-      await execution.finish({ kind: 'unreplayable', status })
+      captureThrown(ctx, execution, error)
       throw error
     }
     // Store, then send: Koa writes ctx.body only after every middleware returned.
@@ -123,6 +120,30 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware<Idempote
       renderResponse(ctx, replacement)
     }
   }
+}
+
+/**
+ * Koa renders a throw after this middleware has returned (its `ctx.onerror`, or the app's error middleware
+ * mounted outside this one), so the bytes are captured where they are written, stored, then sent, as the Express
+ * adapter does; the policy then applies to the status the client gets. Koa writes nothing once the client is gone
+ * or the headers are out: the record is then finished as unreplayable, or the key would stay held.
+ */
+function captureThrown(ctx: Context, execution: Execution, error: unknown): void {
+  let finished = false
+  const finish: Execution['finish'] = (outcome) => {
+    if (finished) return Promise.resolve(null)
+    finished = true
+    return execution.finish(outcome)
+  }
+  const unwritten = () => void finish({ kind: 'unreplayable', status: statusOf(error) })
+  if (ctx.headerSent || !ctx.writable) return unwritten()
+  ctx.res.once('close', unwritten)
+  captureResponse(ctx.res, {
+    lease: execution.lease,
+    headers: execution.headers,
+    maxResponseBytes: execution.maxResponseBytes,
+    finish,
+  })
 }
 
 /** The status Koa's `ctx.onerror` renders for a thrown value. */
