@@ -2,6 +2,7 @@
 
 import { Readable } from 'node:stream'
 import { setTimeout as sleep, setImmediate as turn } from 'node:timers/promises'
+import { gunzipSync, gzipSync } from 'node:zlib'
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { createIdempotency, MemoryStore, type Store } from 'idempotency-kit'
 import { idempotency } from 'idempotency-kit/fastify'
@@ -142,12 +143,15 @@ const fastifyFixture: AdapterFixture = {
 
 describeAdapterContract(fastifyFixture)
 
-function post(url: string, key: string | undefined, body: string, contentType = 'application/json') {
-  return request(url, {
-    method: 'POST',
-    headers: [['content-type', contentType], ...(key === undefined ? [] : [['idempotency-key', key] as const])],
-    body,
-  })
+function post(
+  url: string,
+  key: string | undefined,
+  body: string,
+  contentType = 'application/json',
+  more: HeaderPairs = [],
+) {
+  const keyed: HeaderPairs = key === undefined ? [] : [['idempotency-key', key]]
+  return request(url, { method: 'POST', headers: [['content-type', contentType], ...keyed, ...more], body })
 }
 
 const newKey = () => crypto.randomUUID()
@@ -291,6 +295,53 @@ describe('Fastify specifics', () => {
     expect(response.status).toBe(500)
     expect(response.body.toString()).toContain('declared before idempotency-kit was registered')
     expect(runs).toBe(0)
+  })
+
+  it('stores plain bytes under a compressor registered after it, and compresses each replay for its client', async () => {
+    const app = Fastify()
+    await app.register(idempotency, { store: new MemoryStore() })
+    // A compressor the way compression plugins hook routes: its onSend appended in its own onRoute.
+    app.addHook('onRoute', (routeOptions) => {
+      const gzip = async (request: { headers: Record<string, unknown> }, reply: FastifyReply, payload: unknown) => {
+        if (!String(request.headers['accept-encoding'] ?? '').includes('gzip') || typeof payload !== 'string') {
+          return payload
+        }
+        reply.header('content-encoding', 'gzip')
+        return gzipSync(payload)
+      }
+      const existing = routeOptions.onSend
+      routeOptions.onSend = [...(Array.isArray(existing) ? existing : existing ? [existing] : []), gzip] as never
+    })
+    let runs = 0
+    app.post('/r', async () => ({ runs: ++runs, pad: 'x'.repeat(100) }))
+    const url = await listen(app)
+    const key = newKey()
+    const first = await post(url, key, '{}', 'application/json', [['accept-encoding', 'gzip']])
+    expect(first.header('content-encoding')).toBe('gzip')
+    const plain = await post(url, key, '{}')
+    expect(runs).toBe(1)
+    expect(plain.header('idempotent-replayed')).toBe('true')
+    expect(plain.header('content-encoding')).toBeUndefined()
+    expect(Buffer.compare(plain.body, gunzipSync(first.body))).toBe(0)
+  })
+
+  it('keeps a response encoded before it by an app-wide onSend hook as unreplayable, never stored encoded', async () => {
+    const app = Fastify()
+    app.addHook('onSend', async (_request, reply, payload) => {
+      if (typeof payload !== 'string') return payload
+      reply.header('content-encoding', 'gzip')
+      return gzipSync(payload)
+    })
+    await app.register(idempotency, { store: new MemoryStore() })
+    let runs = 0
+    app.post('/r', async () => ({ runs: ++runs }))
+    const url = await listen(app)
+    const key = newKey()
+    const first = await post(url, key, '{}')
+    expect(gunzipSync(first.body).toString()).toBe('{"runs":1}')
+    const retry = await post(url, key, '{}')
+    expect(retry.status).toBe(410)
+    expect(runs).toBe(1)
   })
 
   it('shares one engine between two Fastify apps passed as { engine }', async () => {

@@ -308,7 +308,10 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
     if (payload === null || payload === undefined || typeof payload === 'string' || Buffer.isBuffer(payload)) {
       const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.from(payload)
       const status = reply.statusCode
-      if (body.byteLength > execution.maxResponseBytes) {
+      // Encoded by an onSend hook that ran before ours: storing those bytes would replay them to clients that
+      // did not ask for the encoding (design-review H3), so the response is kept as unreplayable instead.
+      const encoded = reply.hasHeader('content-encoding') && !executing.before.has('content-encoding')
+      if (encoded || body.byteLength > execution.maxResponseBytes) {
         await execution.finish({ kind: 'unreplayable', status })
         return payload
       }
