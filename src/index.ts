@@ -44,5 +44,15 @@ export type {
   StoredResponse,
 } from './core/store.js'
 export { createIdempotency } from './create-idempotency.js'
+export type { IdempotentErrorCode } from './idempotent/errors.js'
+export {
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  IdempotencyValueError,
+  IdempotentError,
+} from './idempotent/errors.js'
+export type { IdempotentFunction, IdempotentOptions } from './idempotent/idempotent.js'
+export { idempotent } from './idempotent/idempotent.js'
+export type { ValueRefusal } from './idempotent/value-codec.js'
 export type { MemoryStoreOptions } from './stores/memory/memory-store.js'
 export { MemoryStore } from './stores/memory/memory-store.js'
