@@ -1,10 +1,9 @@
 // idempotent(fn) on the shared Redis: 50 parallel calls with one key run once; a dead Redis fails closed.
 
+import { IdempotencyStoreError, idempotent } from 'idempotency-kit'
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
-import { IdempotencyStoreError } from '../../src/core/errors.js'
-import { idempotent } from '../../src/idempotent/idempotent.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const START =
