@@ -344,6 +344,28 @@ describe('Fastify specifics', () => {
     expect(runs).toBe(1)
   })
 
+  it('replays the stored bytes once, whatever an app-wide onSend hook before it does to every payload', async () => {
+    const app = Fastify()
+    // An envelope hook: it would wrap the replayed bytes a second time.
+    app.addHook('onSend', async (_request, _reply, payload) =>
+      typeof payload === 'string' || Buffer.isBuffer(payload) ? `{"data":${payload.toString()}}` : payload,
+    )
+    await app.register(idempotency, { store: new MemoryStore() })
+    let runs = 0
+    app.post('/r', async () => ({ runs: ++runs }))
+    const url = await listen(app)
+    const key = newKey()
+    const first = await post(url, key, '{}')
+    const second = await post(url, key, '{}')
+    expect(first.body.toString()).toBe('{"data":{"runs":1}}')
+    expect(second.header('idempotent-replayed')).toBe('true')
+    expect(second.body.toString()).toBe(first.body.toString())
+    expect(runs).toBe(1)
+    // The engine's own problems are sent as they are, too.
+    const reused = await post(url, key, '{"other":true}')
+    expect(problemOf(reused).error).toBe('IDEMPOTENCY_KEY_REUSED')
+  })
+
   it('shares one engine between two Fastify apps passed as { engine }', async () => {
     const engine = createIdempotency({ store: new MemoryStore() })
     let runs = 0

@@ -49,8 +49,11 @@ interface RequestState {
   tapped?: TappedBody
   decided: boolean
   executing?: Executing
-  /** A body-parser refusal to render as problem+json in `onSend`. */
-  bodyError?: HttpResponse | undefined
+  /**
+   * What `onSend` must send whatever the hooks before it did to the payload: a body-parser refusal as
+   * problem+json, or the engine's answer (a replay must not be wrapped or encoded twice by an earlier hook).
+   */
+  pending?: HttpResponse | undefined
 }
 
 /** Which request an instance of the plugin handles: the first one registered wins (app-wide plus nested). */
@@ -107,9 +110,15 @@ function respond(reply: FastifyReply, response: HttpResponse): FastifyReply {
   return response.body.byteLength === 0 ? reply.send() : reply.send(toBuffer(response.body))
 }
 
-/** Puts `response` in place of what the route answered, inside `onSend`; answers the new payload. */
+/** Puts `response` in place of the payload, inside `onSend`; answers the new payload. */
 function replacePayload(reply: FastifyReply, response: HttpResponse): Buffer {
-  reply.code(response.status).headers(groupHeaders(response.headers))
+  const headers = groupHeaders(response.headers)
+  if (headers['content-encoding'] === undefined && reply.hasHeader('content-encoding')) {
+    // An earlier onSend hook encoded what it was given; these bytes are not encoded.
+    reply.removeHeader('content-encoding')
+    reply.raw.removeHeader('content-encoding')
+  }
+  reply.code(response.status).headers(headers)
   return toBuffer(response.body)
 }
 
@@ -263,6 +272,7 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
         case 'pass':
           return
         case 'respond':
+          state.pending = decision.response
           return respond(reply, decision.response)
         case 'execute': {
           const { execution } = decision
@@ -288,17 +298,17 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
     // Only refusals from before the decision: a route's own errors are its response.
     if (!problemBodyErrors || state === undefined || state.decided) return
     const known = BODY_ERRORS[error.code]
-    if (known !== undefined) state.bodyError = bodyParserProblem(known[0], known[1])
+    if (known !== undefined) state.pending = bodyParserProblem(known[0], known[1])
   }
 
   /** Store, then send: the payload leaves only after `finish` settled (DESIGN §4.8). */
   async function onSend(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
     const state = states.get(request)
     if (state === undefined) return payload
-    if (state.bodyError !== undefined) {
-      const problem = state.bodyError
-      state.bodyError = undefined
-      return replacePayload(reply, problem)
+    if (state.pending !== undefined) {
+      const response = state.pending
+      state.pending = undefined
+      return replacePayload(reply, response)
     }
     const executing = state.executing
     if (executing === undefined || executing.finished) return payload
