@@ -1,6 +1,14 @@
 /** Faults the library throws. Client-facing outcomes (400/409/410/422) are values, not errors. */
 
-export type IdempotencyErrorCode = 'ERR_IDEMPOTENCY_CONFIG' | 'ERR_IDEMPOTENCY_STORE' | 'ERR_IDEMPOTENCY_LEASE_LOST'
+export type IdempotencyErrorCode =
+  | 'ERR_IDEMPOTENCY_CONFIG'
+  | 'ERR_IDEMPOTENCY_STORE'
+  | 'ERR_IDEMPOTENCY_LEASE_LOST'
+  // Thrown by idempotent(fn), where the HTTP adapters answer 409 or 422, or replay a stored failure.
+  | 'ERR_IDEMPOTENCY_IN_PROGRESS'
+  | 'ERR_IDEMPOTENCY_KEY_REUSED'
+  | 'ERR_IDEMPOTENCY_VALUE'
+  | 'ERR_IDEMPOTENT_FAILURE'
 
 const HELP = 'docs/errors.md#'
 

@@ -2,21 +2,16 @@
 import { IdempotencyError, type IdempotencyErrorCode } from '../core/errors.js'
 import type { ValueRefusal } from './value-codec.js'
 
-/** The codes of the errors below; they extend `IdempotencyErrorCode` (see `codeOf`). */
-export type IdempotentErrorCode =
-  | 'ERR_IDEMPOTENCY_IN_PROGRESS'
-  | 'ERR_IDEMPOTENCY_KEY_REUSED'
-  | 'ERR_IDEMPOTENCY_VALUE'
-  | 'ERR_IDEMPOTENT_FAILURE'
-
-// TODO(issue 4): core/errors.ts should list these codes in IdempotencyErrorCode; until then the cast
-// keeps `instanceof IdempotencyError` working for every error this module throws.
-const codeOf = (code: IdempotentErrorCode) => code as unknown as IdempotencyErrorCode
+/** The codes of the errors below. */
+export type IdempotentErrorCode = Extract<
+  IdempotencyErrorCode,
+  'ERR_IDEMPOTENCY_IN_PROGRESS' | 'ERR_IDEMPOTENCY_KEY_REUSED' | 'ERR_IDEMPOTENCY_VALUE' | 'ERR_IDEMPOTENT_FAILURE'
+>
 
 /** Another call with the same key is running (the 409 of the HTTP adapters); retry after `retryAfterMs`. */
 export class IdempotencyInProgressError extends IdempotencyError {
   override readonly name = 'IdempotencyInProgressError'
-  readonly code = codeOf('ERR_IDEMPOTENCY_IN_PROGRESS')
+  readonly code = 'ERR_IDEMPOTENCY_IN_PROGRESS'
   /** A hint: the first call is likely finished (or its holder dead) by then. */
   readonly retryAfterMs: number
   constructor(retryAfterMs: number) {
@@ -28,7 +23,7 @@ export class IdempotencyInProgressError extends IdempotencyError {
 /** The key was already used with other arguments (the 422 of the HTTP adapters). */
 export class IdempotencyKeyReusedError extends IdempotencyError {
   override readonly name = 'IdempotencyKeyReusedError'
-  readonly code = codeOf('ERR_IDEMPOTENCY_KEY_REUSED')
+  readonly code = 'ERR_IDEMPOTENCY_KEY_REUSED'
   constructor() {
     super('this idempotency key was already used with different arguments')
   }
@@ -37,7 +32,7 @@ export class IdempotencyKeyReusedError extends IdempotencyError {
 /** The arguments or the return value cannot be encoded (a function, a symbol, a class instance, a cycle). */
 export class IdempotencyValueError extends IdempotencyError {
   override readonly name = 'IdempotencyValueError'
-  readonly code = codeOf('ERR_IDEMPOTENCY_VALUE')
+  readonly code = 'ERR_IDEMPOTENCY_VALUE'
   /** `unsupported`, `cycle`, `too_deep`, or `too_large` (over `maxValueBytes`). */
   readonly reason: ValueRefusal | 'too_large'
   /** Where in the value, as `$[0].items[2]` (`$` is the return value or the argument list). */
@@ -55,7 +50,7 @@ export class IdempotencyValueError extends IdempotencyError {
  */
 export class IdempotentError extends IdempotencyError {
   override readonly name = 'IdempotentError'
-  readonly code = codeOf('ERR_IDEMPOTENT_FAILURE')
+  readonly code = 'ERR_IDEMPOTENT_FAILURE'
   /** The `name` of the error the first call threw (`TypeError`, `PaymentDeclinedError`, …). */
   readonly originalName: string
   /** Its `code` property, when it had a string or number one. */
