@@ -208,11 +208,17 @@ describe('Fastify specifics', () => {
   it('takes per-route options from config, and config: { idempotency: false } leaves a route alone', async () => {
     const app = Fastify()
     await app.register(idempotency, { store: new MemoryStore() })
-    const runs = { off: 0, required: 0, plain: 0, get: 0 }
+    const runs = { off: 0, required: 0, plain: 0, get: 0, child: 0 }
     app.post('/off', { config: { idempotency: false } }, async () => ({ runs: ++runs.off }))
     app.post('/required', { config: { idempotency: { required: true } } }, async () => ({ runs: ++runs.required }))
     app.post('/plain', async () => ({ runs: ++runs.plain }))
     app.get('/plain', async () => ({ runs: ++runs.get }))
+    await app.register(
+      async (api) => {
+        api.post('/charge', async () => ({ runs: ++runs.child }))
+      },
+      { prefix: '/api' },
+    )
     const base = (await listen(app, '')).replace(/\/$/, '')
     const key = newKey()
     await post(`${base}/off`, key, '{}')
@@ -231,6 +237,12 @@ describe('Fastify specifics', () => {
     expect(runs.plain).toBe(2)
     expect((await request(`${base}/plain`, { headers: { 'idempotency-key': key } })).status).toBe(200)
     expect(runs.get).toBe(1)
+    // Routes of a child context with a prefix, declared after the plugin, are covered too.
+    const childKey = newKey()
+    const child = await post(`${base}/api/charge`, childKey, '{}')
+    expect((await post(`${base}/api/charge`, childKey, '{}')).header('idempotent-replayed')).toBe('true')
+    expect(child.json()).toEqual({ runs: 1 })
+    expect(runs.child).toBe(1)
   })
 
   it("answers Fastify's body-parser refusals as problem+json and never stores them", async () => {

@@ -143,7 +143,7 @@ function isFetchResponse(payload: unknown): payload is Response {
  * that response passes through as it is written and is finished as unreplayable at its first write, so a
  * retry gets 410 and never a half-stored body. `onSend` restores the methods before Fastify writes.
  */
-function watchRawWrites(raw: ServerResponse, executing: Omit<Executing, 'restore'>): () => void {
+function watchRawWrites(raw: ServerResponse, executing: Executing): () => void {
   const original = { writeHead: raw.writeHead, write: raw.write, end: raw.end, flushHeaders: raw.flushHeaders }
   const restore = () => {
     raw.writeHead = original.writeHead
@@ -278,10 +278,9 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
           const { execution } = decision
           const before = new Map(Object.entries(reply.getHeaders()))
           for (const [name, value] of execution.headers) reply.header(name, value)
-          const executing = { execution, before, finished: false }
-          state.executing = { ...executing, restore: () => {} }
-          const restore = watchRawWrites(reply.raw, state.executing)
-          state.executing.restore = restore
+          const executing: Executing = { execution, before, finished: false, restore: () => {} }
+          executing.restore = watchRawWrites(reply.raw, executing)
+          state.executing = executing
           request.idempotency = execution.lease
           return
         }
