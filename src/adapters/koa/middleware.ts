@@ -136,7 +136,10 @@ function captureThrown(ctx: Context, execution: Execution, error: unknown): void
     return execution.finish(outcome)
   }
   const unwritten = () => void finish({ kind: 'unreplayable', status: statusOf(error) })
-  if (ctx.headerSent || !ctx.writable) return unwritten()
+  if (ctx.headerSent || !ctx.writable) {
+    unwritten()
+    return
+  }
   ctx.res.once('close', unwritten)
   captureResponse(ctx.res, {
     lease: execution.lease,
