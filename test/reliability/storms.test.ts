@@ -1,4 +1,4 @@
-// Storms on every store: 1,000 requests over 100 keys, duplicated, concurrent and abandoned; one execution per key.
+// Storms on every store: 1,000 requests over 100 keys to two app instances, duplicated, concurrent and abandoned.
 import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import type { Server } from 'node:http'
@@ -25,26 +25,34 @@ const GATEWAY_LATENCY_MS = 30
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const REDIS_START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
 
-/** A store for one storm, and how to put everything it created away. */
+/**
+ * One store for one storm, opened twice where it can be: two app instances, each with its own connection
+ * (a second SQLite connection, Redis client, PostgreSQL pool), as two processes would have.
+ */
 interface StormStore {
-  readonly store: Store
+  readonly stores: readonly [Store, Store]
   close(): Promise<void>
 }
 
 const backends: ReadonlyArray<{ readonly name: string; open(): Promise<StormStore> }> = [
   {
     name: 'memory',
-    open: async () => ({ store: new MemoryStore(), close: async () => {} }),
+    open: async () => {
+      // One process's memory: both instances share the store itself.
+      const store = new MemoryStore()
+      return { stores: [store, store], close: async () => {} }
+    },
   },
   {
     name: 'SQLite (a WAL file)',
     async open() {
       const dir = mkdtempSync(join(tmpdir(), 'idem-storm-'))
-      const store = await openSqliteStore(join(dir, 'storm.sqlite'))
+      const path = join(dir, 'storm.sqlite')
+      const stores = [await openSqliteStore(path), await openSqliteStore(path)] as const
       return {
-        store,
+        stores,
         async close() {
-          await store.close()
+          await Promise.all(stores.map((store) => store.close()))
           rmSync(dir, { recursive: true, force: true })
         },
       }
@@ -53,22 +61,32 @@ const backends: ReadonlyArray<{ readonly name: string; open(): Promise<StormStor
   {
     name: 'Redis (a random prefix on 127.0.0.1:6379)',
     async open() {
-      const client = new Redis(REDIS_URL, {
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 1,
-        lazyConnect: true,
-        retryStrategy: () => null,
-      })
-      client.on('error', () => {})
-      try {
-        await client.connect()
-      } catch (error) {
-        throw new Error(`Redis is not reachable at 127.0.0.1:6379 (${String(error)}). Start it with:\n  ${REDIS_START}`)
+      const connect = async () => {
+        const client = new Redis(REDIS_URL, {
+          enableOfflineQueue: false,
+          maxRetriesPerRequest: 1,
+          lazyConnect: true,
+          retryStrategy: () => null,
+        })
+        client.on('error', () => {})
+        try {
+          await client.connect()
+        } catch (error) {
+          throw new Error(
+            `Redis is not reachable at 127.0.0.1:6379 (${String(error)}). Start it with:\n  ${REDIS_START}`,
+          )
+        }
+        return client
       }
+      const [client, other] = [await connect(), await connect()]
       const prefix = `idem-storm-${SEED}-${Math.random().toString(36).slice(2, 10)}`
       return {
-        store: new RedisStore({ client: ioredisClient(client), prefix }),
+        stores: [
+          new RedisStore({ client: ioredisClient(client), prefix }),
+          new RedisStore({ client: ioredisClient(other), prefix }),
+        ],
         async close() {
+          other.disconnect()
           // Only this run's records: SCAN the prefix, never FLUSH.
           let cursor = '0'
           do {
@@ -86,7 +104,13 @@ const backends: ReadonlyArray<{ readonly name: string; open(): Promise<StormStor
     async open() {
       const pg = await createPostgresTestSchema()
       await migrate(pg.pool, { schema: pg.schema })
-      return { store: new PostgresStore({ pool: pg.pool, schema: pg.schema }), close: () => pg.close() }
+      return {
+        stores: [
+          new PostgresStore({ pool: pg.pool, schema: pg.schema }),
+          new PostgresStore({ pool: pg.newPool(), schema: pg.schema }),
+        ],
+        close: () => pg.close(),
+      }
     },
   },
 ]
@@ -118,6 +142,8 @@ interface Planned {
   readonly abort: Abort
   /** Milliseconds after the connection is up when the client goes away. */
   readonly abortAfterMs: number
+  /** Which of the two app instances it is sent to. */
+  readonly instance: 0 | 1
 }
 
 /** The same plan for every store: which key each request uses, in what order, and which clients leave. */
@@ -145,7 +171,9 @@ function plan(seed: number): { requests: Planned[]; limits: number[] } {
   const requests = picks.map((index): Planned => {
     const roll = random()
     const abort: Abort = roll < 0.08 ? 'before-body' : roll < 0.2 ? 'mid-request' : 'none'
-    return { ...(keys[index] as Planned), abort, abortAfterMs: Math.floor(random() * (GATEWAY_LATENCY_MS * 2)) }
+    const abortAfterMs = Math.floor(random() * (GATEWAY_LATENCY_MS * 2))
+    const instance = random() < 0.5 ? 0 : 1
+    return { ...(keys[index] as (typeof keys)[number]), abort, abortAfterMs, instance }
   })
   // A new bound on requests in flight every 50 requests, from one at a time to MAX_IN_FLIGHT.
   const limits = Array.from({ length: Math.ceil(REQUESTS / 50) }, () => 1 + Math.floor(random() * MAX_IN_FLIGHT))
@@ -157,8 +185,9 @@ interface Outcome {
   readonly response: RawResponse | undefined
 }
 
-function send(url: string, planned: Planned): Promise<Outcome> {
+function send(urls: readonly string[], planned: Planned): Promise<Outcome> {
   const { key, body, abort, abortAfterMs } = planned
+  const url = urls[planned.instance] as string
   const options =
     abort === 'none'
       ? {}
@@ -178,13 +207,17 @@ function send(url: string, planned: Planned): Promise<Outcome> {
 }
 
 /** Runs the plan with a changing bound on requests in flight. */
-async function storm(url: string, requests: readonly Planned[], limits: readonly number[]): Promise<Outcome[]> {
+async function storm(
+  urls: readonly string[],
+  requests: readonly Planned[],
+  limits: readonly number[],
+): Promise<Outcome[]> {
   const outcomes: Outcome[] = []
   const active = new Set<Promise<void>>()
   for (let i = 0; i < requests.length; i++) {
     const limit = limits[Math.floor(i / 50)] ?? 1
     while (active.size >= limit) await Promise.race(active)
-    const running: Promise<void> = send(url, requests[i] as Planned).then((outcome) => {
+    const running: Promise<void> = send(urls, requests[i] as Planned).then((outcome) => {
       outcomes.push(outcome)
       active.delete(running)
     })
@@ -196,31 +229,30 @@ async function storm(url: string, requests: readonly Planned[], limits: readonly
 
 describe.each(backends)('a storm on $name', (backend) => {
   let opened: StormStore
-  let server: Server
-  let url: string
+  const servers: Server[] = []
+  const urls: string[] = []
   let gateway: CountingGateway
   const events: IdempotencyEvent[] = []
 
   beforeAll(async () => {
     opened = await backend.open()
+    // Two instances of the demo app, one gateway: the downstream both would call.
     gateway = new CountingGateway(GATEWAY_LATENCY_MS)
-    const { app } = createPaymentsApp({
-      store: opened.store,
-      gateway,
-      leaseMs: LEASE_MS,
-      onEvent: (event) => events.push(event),
-    })
-    server = app.listen(0, '127.0.0.1')
-    url = await listen(server)
+    for (const store of opened.stores) {
+      const { app } = createPaymentsApp({ store, gateway, leaseMs: LEASE_MS, onEvent: (event) => events.push(event) })
+      const server = app.listen(0, '127.0.0.1')
+      servers.push(server)
+      urls.push(await listen(server))
+    }
   })
   afterAll(async () => {
-    if (server !== undefined) await closeServer(server)
+    await Promise.all(servers.map((server) => closeServer(server)))
     await opened?.close()
   })
 
-  it(`${REQUESTS} requests over ${KEYS} keys: at most one execution per key, abandoned keys settle within one lease, replays byte for byte`, async () => {
+  it(`${REQUESTS} requests over ${KEYS} keys to two app instances: at most one execution per key, abandoned keys settle within one lease, replays byte for byte`, async () => {
     const { requests, limits } = plan(SEED)
-    const outcomes = await storm(url, requests, limits)
+    const outcomes = await storm(urls, requests, limits)
     const settledAt = Date.now()
     expect(outcomes).toHaveLength(REQUESTS)
 
@@ -248,7 +280,7 @@ describe.each(backends)('a storm on $name', (backend) => {
     }
 
     // Every key whose clients went away is free or completed within one lease of the storm's end.
-    const inspect = () => Promise.all(uniqueKeys(requests).map((p) => opened.store.get(leaseKeyOf(p.key))))
+    const inspect = () => Promise.all(uniqueKeys(requests).map((p) => opened.stores[0].get(leaseKeyOf(p.key))))
     let records = await inspect()
     while (records.some((r) => r?.state === 'in_progress') && Date.now() < settledAt + LEASE_MS) {
       await new Promise((resolve) => setTimeout(resolve, 50))
@@ -261,7 +293,7 @@ describe.each(backends)('a storm on $name', (backend) => {
     ).toEqual([])
 
     // One more request per key: each replays (or, if every client left before its body, runs now).
-    const finals = await Promise.all(uniqueKeys(requests).map((p) => send(url, { ...p, abort: 'none' })))
+    const finals = await Promise.all(uniqueKeys(requests).map((p) => send(urls, { ...p, abort: 'none' })))
     for (const { planned, response } of finals) {
       const res = response as RawResponse
       expect(res.status, `seed ${SEED}: ${planned.key} ${res.body}`).toBe(
