@@ -440,6 +440,24 @@ export function describeAdapterContract(fixture: AdapterFixture): void {
         expect(counter.runs).toBe(1)
       })
 
+      it("waits for the running request and replays its result with the route option onConflict: 'wait'", async () => {
+        const { url, counter } = await serve(
+          async (_context, runs) => {
+            await sleep(400)
+            return { kind: 'json', status: 201, value: { runs } }
+          },
+          { routeOptions: { onConflict: 'wait' } },
+        )
+        const key = newKey()
+        const first = post(url, key)
+        await sleep(100)
+        const waited = await post(url, key)
+        expect(waited.status).toBe(201)
+        expect(waited.header('idempotent-replayed')).toBe('true')
+        expect(Buffer.compare(waited.body, (await first).body)).toBe(0)
+        expect(counter.runs).toBe(1)
+      })
+
       it('releases a 5xx before commit (the retry runs) and stores one after commit (the retry replays)', async () => {
         const { url, counter } = await serve((context, runs) => {
           if ((context.body as { commit?: boolean }).commit) context.lease?.commit()
