@@ -27,6 +27,7 @@ export const STALL_HEADERS = { point: 'x-stall', how: 'x-stall-how', resume: 'x-
 /** Request header: `none` makes the route call the gateway without `lease.key` and `lease.fence`, as a naive one would. */
 export const DOWNSTREAM_HEADER = 'x-downstream'
 
+/** What the holder app runs on: its store and lease, the shared gateway, and where its lines go. */
 export interface HolderAppOptions {
   readonly store: Store
   readonly leaseMs: number
