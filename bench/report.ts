@@ -1,0 +1,224 @@
+// Turns a run's rows into results/latest.json, the tables and targets of docs/BENCHMARKS.md, and the SVG chart.
+import { cpus, freemem, loadavg, release, totalmem, type } from 'node:os'
+import { barChartSvg } from './chart.js'
+import type { EngineRow, RedisFloorRow } from './engine-bench.js'
+import type { HttpRow, Scenario } from './http-bench.js'
+import type { ProfileEntry } from './profile-summary.js'
+import { NOT_MEASURED, SUBJECTS } from './subjects.js'
+
+/** The machine a run was taken on. */
+export interface MachineFacts {
+  readonly cpu_model: string
+  readonly cpus: number
+  readonly memory_gib: number
+  readonly free_memory_gib: number
+  readonly os: string
+  readonly load_average_at_start: readonly number[]
+}
+
+/** A row of the results file: a measured HTTP row plus its ratio to the same-framework baseline (same run). */
+export type ResultRow = HttpRow & { readonly ratio_to_baseline: number | null }
+
+/** The results file, `bench/results/latest.json`. */
+export interface Results {
+  readonly timestamp: string
+  readonly machine: MachineFacts
+  readonly node: string
+  /** False: the machine was shared while measuring; regenerate on a quiet one before trusting small gaps. */
+  readonly quiet: boolean
+  readonly options: Readonly<Record<string, unknown>>
+  readonly runs: readonly ResultRow[]
+  readonly engine: { readonly rows: readonly EngineRow[]; readonly redis_floor: readonly RedisFloorRow[] }
+  readonly profile: Readonly<Record<string, readonly ProfileEntry[]>>
+  readonly targets: readonly Target[]
+  readonly not_measured: ReadonlyArray<{ readonly subject: string; readonly store: string; readonly why: string }>
+}
+
+/** One target of the issue, judged on this run's numbers; never asserted by a test. */
+export interface Target {
+  readonly target: string
+  readonly measured: string
+  readonly met: boolean | null
+}
+
+/** The machine facts, read at the start of a run. */
+export function machineFacts(): MachineFacts {
+  const all = cpus()
+  return {
+    cpu_model: all[0]?.model ?? 'unknown',
+    cpus: all.length,
+    memory_gib: Math.round((totalmem() / 1024 ** 3) * 10) / 10,
+    free_memory_gib: Math.round((freemem() / 1024 ** 3) * 10) / 10,
+    os: `${type()} ${release()}`,
+    load_average_at_start: loadavg().map((l) => Math.round(l * 100) / 100),
+  }
+}
+
+/** Adds each row's ratio to its framework's baseline in the same run and scenario. */
+export function withRatios(rows: readonly HttpRow[]): ResultRow[] {
+  return rows.map((row) => {
+    const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
+    const base = rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
+    const ratio = base === undefined || base.rps === 0 ? null : Math.round((row.rps / base.rps) * 1000) / 1000
+    return { ...row, ratio_to_baseline: row.scenario === 'concurrent-slow' ? null : ratio }
+  })
+}
+
+function mean(values: readonly number[]): number {
+  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length
+}
+
+/** The mean over runs of one field for (id, scenario); NaN when not measured. */
+export function meanOf(
+  rows: readonly ResultRow[],
+  id: string,
+  scenario: Scenario,
+  field: 'rps' | 'p99_ms' | 'round_trips',
+) {
+  return mean(rows.filter((r) => r.id === id && r.scenario === scenario).map((r) => r[field]))
+}
+
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
+
+/** Judges the issue's targets on this run (ratios between subjects of the same run, means over runs). */
+export function judgeTargets(rows: readonly ResultRow[], engine: readonly EngineRow[]): Target[] {
+  const targets: Target[] = []
+  const ratio = (a: string, b: string, s: Scenario, f: 'rps' | 'p99_ms' = 'rps') =>
+    meanOf(rows, a, s, f) / meanOf(rows, b, s, f)
+  const judge = (target: string, value: number, ok: (v: number) => boolean, measured: string) =>
+    targets.push({ target, measured, met: Number.isFinite(value) ? ok(value) : null })
+  for (const s of ['unique', 'replay'] as const) {
+    const r = ratio('kit-memory', 'baseline', s)
+    judge(`memory store ≥ 0.90× baseline throughput (${s})`, r, (v) => v >= 0.9, `${fmt(r)}×`)
+  }
+  const seed = ratio('kit-redis', 'seed-redis', 'unique')
+  judge('Redis first-request throughput ≥ 1.3× the seed design', seed, (v) => v >= 1.3, `${fmt(seed)}×`)
+  const peers = ['node-idempotency-redis', 'powertools-redis'].map((p) => ratio('kit-redis', p, 'unique'))
+  const worst = Math.min(...peers)
+  judge('Redis first-request throughput ahead of every Redis peer', worst, (v) => v > 1, `${fmt(worst)}× the closest`)
+  const rtFirst = meanOf(rows, 'kit-redis', 'unique', 'round_trips')
+  judge('2 round trips per first request (Redis)', rtFirst, (v) => Math.abs(v - 2) < 0.05, fmt(rtFirst, 3))
+  const rtReplay = meanOf(rows, 'kit-redis', 'replay', 'round_trips')
+  judge('1 round trip per replay (Redis)', rtReplay, (v) => Math.abs(v - 1) < 0.05, fmt(rtReplay, 3))
+  for (const s of ['unique', 'replay'] as const) {
+    const r = ratio('kit-memory', 'baseline', s, 'p99_ms')
+    judge(`p99 at 32 connections ≤ 1.5× baseline, memory store (${s})`, r, (v) => v <= 1.5, `${fmt(r)}×`)
+  }
+  for (const s of ['unique', 'replay'] as const) {
+    const r = ratio('fastify-kit-memory', 'fastify-baseline', s)
+    judge(`Fastify, memory store ≥ 0.85× bare Fastify (${s})`, r, (v) => v >= 0.85, `${fmt(r)}×`)
+  }
+  const engineRate = (path: 'first' | 'replay') =>
+    engine.find((e) => e.store === 'memory' && e.path === path && e.body === 'small')?.decisions_per_s ?? Number.NaN
+  const first = engineRate('first')
+  judge(
+    'engine ≥ 100,000 first-request decisions/s/core (small body)',
+    first,
+    (v) => v >= 100_000,
+    `${fmt(first, 0)}/s`,
+  )
+  const replay = engineRate('replay')
+  judge('engine ≥ 250,000 replays/s/core (small body)', replay, (v) => v >= 250_000, `${fmt(replay, 0)}/s`)
+  return targets
+}
+
+/** The chart: mean requests/s per subject for the three throughput scenarios. */
+export function chartSvg(results: Results): string {
+  const scenarios: Scenario[] = ['unique', 'replay', 'mixed']
+  const ids = SUBJECTS.filter((s) => results.runs.some((r) => r.id === s.id))
+  const groups = ids.map((s) => ({
+    label: `${s.framework === 'fastify' ? 'Fastify · ' : ''}${s.subject}${s.store === 'none' ? '' : ` (${s.store})`}`,
+    values: scenarios.map((sc) => meanOf(results.runs, s.id, sc, 'rps')),
+  }))
+  return barChartSvg(
+    `Requests/s on the demo route, mean of ${new Set(results.runs.map((r) => r.run)).size} runs (${results.timestamp})`,
+    ['unique keys', 'same completed key', '50% duplicates'],
+    groups,
+    'requests per second (higher is better); 32 connections, loopback, one subject at a time',
+  )
+}
+
+const SCENARIO_NAMES: Record<Scenario, string> = {
+  unique: 'unique key per request (first-request path)',
+  replay: 'same completed key (replay path)',
+  mixed: '50% duplicates (every other request replays a completed key)',
+  'concurrent-slow': `100 concurrent duplicates, gateway slowed to 250 ms`,
+}
+
+/** The generated part of docs/BENCHMARKS.md: machine, targets, tables. */
+export function resultsMarkdown(results: Results, chartPath: string): string {
+  const m = results.machine
+  const lines: string[] = []
+  lines.push(
+    `Run of ${results.timestamp}: ${m.cpus} × ${m.cpu_model}, ${m.memory_gib} GiB, ${m.os}, Node ${results.node}, ` +
+      `load average at start ${m.load_average_at_start.join(' / ')}.`,
+    '',
+  )
+  if (!results.quiet) {
+    lines.push(
+      '> **These numbers were taken on a shared, busy machine** (other test suites were running on its two cores).',
+      '> Ratios within one run are comparable; absolute numbers are not. Regenerate on a quiet machine with',
+      '> `npm run bench` before quoting them.',
+      '',
+    )
+  }
+  lines.push(
+    `![requests per second](${chartPath})`,
+    '',
+    '### Targets',
+    '',
+    '| target | measured | met |',
+    '| --- | --- | --- |',
+  )
+  for (const t of results.targets) {
+    lines.push(`| ${t.target} | ${t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**not met**'} |`)
+  }
+  for (const scenario of ['unique', 'replay', 'mixed', 'concurrent-slow'] as const) {
+    const rows = results.runs.filter((r) => r.scenario === scenario)
+    if (rows.length === 0) continue
+    lines.push('', `### ${SCENARIO_NAMES[scenario]}`, '')
+    lines.push(
+      '| subject | store | framework | run | req/s | × baseline | p50 ms | p99 ms | round trips / req | executions | statuses |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    )
+    for (const r of rows) {
+      const statuses = Object.entries(r.status_codes)
+        .map(([c, n]) => `${c}: ${n}`)
+        .join(', ')
+      lines.push(
+        `| ${r.subject} | ${r.store} | ${r.framework} | ${r.run} | ${Math.round(r.rps)} | ${r.ratio_to_baseline ?? '–'} | ` +
+          `${r.p50_ms} | ${r.p99_ms} | ${r.round_trips} | ${r.executions} | ${statuses}${r.errors > 0 ? `, errors: ${r.errors}` : ''} |`,
+      )
+    }
+  }
+  if (results.engine.rows.length > 0) {
+    lines.push('', '### In-process engine (no HTTP)', '')
+    lines.push('| store | path | body | in flight | decisions/s |', '| --- | --- | --- | --- | --- |')
+    for (const e of results.engine.rows) {
+      lines.push(
+        `| ${e.store} | ${e.path} | ${e.body} | ${e.concurrency} | ${e.decisions_per_s.toLocaleString('en-US')} |`,
+      )
+    }
+    if (results.engine.redis_floor.length > 0) {
+      lines.push('', 'Redis floor (bare `EVAL "return 1"` round trips/s on the same client):', '')
+      for (const f of results.engine.redis_floor) {
+        lines.push(`- ${f.concurrency} in flight: ${f.round_trips_per_s.toLocaleString('en-US')}/s`)
+      }
+    }
+  }
+  for (const [name, entries] of Object.entries(results.profile)) {
+    lines.push(
+      '',
+      `### Profile: ${name} (top self time)`,
+      '',
+      '| function | where | self | inclusive |',
+      '| --- | --- | --- | --- |',
+    )
+    for (const e of entries) lines.push(`| ${e.fn} | ${e.where || '(native)'} | ${e.self_pct}% | ${e.total_pct}% |`)
+  }
+  if (NOT_MEASURED.length > 0) {
+    lines.push('', '### Not measured', '')
+    for (const n of NOT_MEASURED) lines.push(`- ${n.subject} (${n.store}): ${n.why}`)
+  }
+  return `${lines.join('\n')}\n`
+}

@@ -1,0 +1,64 @@
+// The subjects a bench run compares: who guards the demo route, on which store, behind which framework.
+
+/** One server configuration the harness spawns and loads. */
+export interface Subject {
+  /** Stable id, passed to the server process as BENCH_SUBJECT. */
+  readonly id: string
+  /** Who makes the route idempotent: `baseline` (nobody), `idempotency-kit`, `seed-design`, or a peer's name. */
+  readonly subject: string
+  /** The store it keeps records in, or `none`. */
+  readonly store: 'none' | 'memory' | 'sqlite' | 'redis' | 'postgres'
+  readonly framework: 'express' | 'fastify'
+  /** The subject whose throughput this one is divided by (the same framework with no idempotency). */
+  readonly baseline: string
+}
+
+/** Every subject, in the order a run measures them. */
+export const SUBJECTS: readonly Subject[] = [
+  { id: 'baseline', subject: 'baseline', store: 'none', framework: 'express', baseline: 'baseline' },
+  { id: 'kit-memory', subject: 'idempotency-kit', store: 'memory', framework: 'express', baseline: 'baseline' },
+  { id: 'kit-sqlite', subject: 'idempotency-kit', store: 'sqlite', framework: 'express', baseline: 'baseline' },
+  { id: 'kit-redis', subject: 'idempotency-kit', store: 'redis', framework: 'express', baseline: 'baseline' },
+  { id: 'kit-postgres', subject: 'idempotency-kit', store: 'postgres', framework: 'express', baseline: 'baseline' },
+  { id: 'seed-redis', subject: 'seed-design', store: 'redis', framework: 'express', baseline: 'baseline' },
+  {
+    id: 'node-idempotency-redis',
+    subject: '@node-idempotency/core',
+    store: 'redis',
+    framework: 'express',
+    baseline: 'baseline',
+  },
+  {
+    id: 'powertools-redis',
+    subject: '@aws-lambda-powertools/idempotency',
+    store: 'redis',
+    framework: 'express',
+    baseline: 'baseline',
+  },
+  {
+    id: 'express-idempotency-memory',
+    subject: 'express-idempotency',
+    store: 'memory',
+    framework: 'express',
+    baseline: 'baseline',
+  },
+  { id: 'fastify-baseline', subject: 'baseline', store: 'none', framework: 'fastify', baseline: 'fastify-baseline' },
+  {
+    id: 'fastify-kit-memory',
+    subject: 'idempotency-kit',
+    store: 'memory',
+    framework: 'fastify',
+    baseline: 'fastify-baseline',
+  },
+]
+
+/** Subjects the harness knows of but cannot measure here, with the reason (reported, never silently dropped). */
+export const NOT_MEASURED: ReadonlyArray<{ readonly subject: string; readonly store: string; readonly why: string }> = [
+  {
+    subject: 'express-idempotency',
+    store: 'redis',
+    why:
+      'its Redis adapter (express-idempotency-redis-adapter, third party) is not installed: ' +
+      '`npm i -D express-idempotency-redis-adapter@1.0.8`. Measured on its default in-memory adapter instead.',
+  },
+]

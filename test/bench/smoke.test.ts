@@ -1,0 +1,84 @@
+// A short run of the benchmark harness (memory and Redis, under a second per scenario), so it cannot rot.
+// It checks the results are well formed and count the right things; it never asserts a speed.
+import { describe, expect, it } from 'vitest'
+import { runEngineBench } from '../../bench/engine-bench.js'
+import { runHttpBench } from '../../bench/http-bench.js'
+import { chartSvg, judgeTargets, machineFacts, type Results, resultsMarkdown, withRatios } from '../../bench/report.js'
+import { SUBJECTS } from '../../bench/subjects.js'
+
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+describe('bench harness smoke run', () => {
+  it('measures every scenario on the memory and Redis subjects and writes well-formed results', async () => {
+    const subjects = SUBJECTS.filter((s) => s.id === 'kit-memory' || s.id === 'kit-redis')
+    const rows = await runHttpBench({
+      subjects,
+      scenarios: ['unique', 'replay', 'mixed', 'concurrent-slow'],
+      durationS: 0.3,
+      warmupS: 0,
+      connections: 8,
+      duplicates: 20,
+      runs: 1,
+      mixedPool: 32,
+      redisUrl: REDIS_URL,
+      postgresUrl: 'postgres://postgres@127.0.0.1:5432/test',
+    })
+    expect(rows.map((r) => `${r.id}/${r.scenario}`)).toEqual([
+      'kit-memory/unique',
+      'kit-memory/replay',
+      'kit-memory/mixed',
+      'kit-memory/concurrent-slow',
+      'kit-redis/unique',
+      'kit-redis/replay',
+      'kit-redis/mixed',
+      'kit-redis/concurrent-slow',
+    ])
+    for (const row of rows) {
+      expect(row.errors, `${row.id}/${row.scenario}`).toBe(0)
+      expect(row.requests).toBeGreaterThan(0)
+      expect(Number.isFinite(row.rps) && row.rps > 0).toBe(true)
+      expect(row.p99_ms).toBeGreaterThanOrEqual(row.p50_ms)
+    }
+    const by = (id: string, scenario: string) => rows.find((r) => r.id === id && r.scenario === scenario)!
+    for (const id of ['kit-memory', 'kit-redis']) {
+      // What the counters count: every unique request charged once at 2 round trips, every replay 1 and none.
+      const unique = by(id, 'unique')
+      expect(unique.status_codes).toEqual({ 200: unique.requests })
+      expect(unique.executions).toBeGreaterThanOrEqual(unique.requests)
+      expect(unique.round_trips).toBeCloseTo(2, 1)
+      const replay = by(id, 'replay')
+      expect(replay.executions).toBe(0)
+      expect(replay.round_trips).toBeCloseTo(1, 1)
+      expect(by(id, 'mixed').round_trips).toBeGreaterThan(1.2)
+      expect(by(id, 'mixed').round_trips).toBeLessThan(1.8)
+      // 20 concurrent duplicates on a slow gateway: one charge, the others 409.
+      const slow = by(id, 'concurrent-slow')
+      expect(slow.executions).toBe(1)
+      expect(slow.status_codes).toEqual({ 200: 1, 409: 19 })
+    }
+
+    const engine = await runEngineBench({ seconds: 0.2, only: { store: 'memory', body: 'small' } })
+    expect(engine.rows.map((r) => `${r.path}/${r.body}`)).toEqual(['first/small', 'replay/small'])
+    for (const r of engine.rows) expect(r.decisions_per_s).toBeGreaterThan(0)
+
+    const runs = withRatios(rows)
+    const results: Results = {
+      timestamp: new Date().toISOString(),
+      machine: machineFacts(),
+      node: process.version,
+      quiet: false,
+      options: {},
+      runs,
+      engine: { rows: engine.rows, redis_floor: engine.floor },
+      profile: {},
+      targets: judgeTargets(runs, engine.rows),
+      not_measured: [],
+    }
+    expect(JSON.parse(JSON.stringify(results))).toEqual(results)
+    expect(results.targets.length).toBeGreaterThan(5)
+    expect(resultsMarkdown(results, 'chart.svg')).toContain('| idempotency-kit | redis | express | 1 |')
+    const svg = chartSvg(results)
+    expect(svg.startsWith('<svg')).toBe(true)
+    expect(svg).toContain('idempotency-kit (redis)')
+  }, 120_000)
+})
