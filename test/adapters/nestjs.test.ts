@@ -1,0 +1,343 @@
+// @Idempotent() and IdempotencyModule over a real socket, on NestJS's Express and Fastify platforms.
+//
+// The project's tsconfig has no experimentalDecorators, so the test app applies Nest's decorators as plain
+// calls (what `@X()` compiles to); no constructor injection, so no emitDecoratorMetadata either.
+import 'reflect-metadata'
+import type { ServerResponse } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import {
+  type ArgumentsHost,
+  Body,
+  Controller,
+  Delete,
+  type ExceptionFilter,
+  type ExecutionContext,
+  HttpCode,
+  HttpException,
+  type HttpServer,
+  Module,
+  Post,
+  Res,
+  UseGuards,
+} from '@nestjs/common'
+import { NestFactory } from '@nestjs/core'
+import { ExpressAdapter } from '@nestjs/platform-express'
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
+import { type Idempotency, type Lease, MemoryStore } from 'idempotency-kit'
+import { IDEMPOTENCY_ENGINE, IdempotencyLease, IdempotencyModule, Idempotent } from 'idempotency-kit/nestjs'
+import { afterEach, describe, expect, it } from 'vitest'
+
+interface App {
+  close(): Promise<void>
+}
+const apps: App[] = []
+
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((a) => a.close()))
+})
+
+/** Applies method decorators the way `@A() @B() method()` does: bottom-up. */
+function decorate(cls: { prototype: object }, method: string, ...decorators: MethodDecorator[]) {
+  const descriptor = Object.getOwnPropertyDescriptor(cls.prototype, method) as PropertyDescriptor
+  for (const d of [...decorators].reverse()) d(cls.prototype, method, descriptor)
+}
+
+function param(cls: { prototype: object }, method: string, index: number, decorator: ParameterDecorator) {
+  decorator(cls.prototype, method, index)
+}
+
+interface EchoBody {
+  readonly commit?: boolean
+  readonly throw?: number
+  readonly fail?: boolean
+  readonly waitMs?: number
+}
+
+/** Renders every error its own way, with a header: the bytes the capture must store or release. */
+class RenderingFilter implements ExceptionFilter {
+  constructor(private readonly http: HttpServer) {}
+  catch(error: unknown, host: ArgumentsHost) {
+    const res = host.switchToHttp().getResponse()
+    const status = error instanceof HttpException ? error.getStatus() : 500
+    this.http.setHeader(res, 'x-filter', 'rendered')
+    this.http.reply(res, { filtered: true, status, at: Date.now() }, status)
+  }
+}
+
+type Platform = 'express' | 'fastify'
+
+/** Express `Response` or Fastify `FastifyReply`: both reach the Node response. */
+type PlatformResponse = { header(name: string, value: string): unknown; raw?: ServerResponse } & Partial<ServerResponse>
+
+const rawOf = (res: PlatformResponse) => (res.raw ?? res) as ServerResponse
+
+/** Sets the tenant as an authentication guard would; a controller guard runs after global interceptors' setup. */
+const tenantGuard = {
+  canActivate(context: ExecutionContext) {
+    const req = context.switchToHttp().getRequest()
+    const tenant = req.headers['x-tenant']
+    if (typeof tenant === 'string') req.user = { id: tenant }
+    return true
+  },
+}
+
+async function start(platform: Platform) {
+  const state = { runs: 0, plain: 0, proceed: () => {} }
+  const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+
+  class Routes {
+    async echo(body: EchoBody, res: PlatformResponse, lease: Lease | undefined) {
+      state.runs++
+      res.header('x-custom', `run-${state.runs}`)
+      if (body.waitMs !== undefined) await sleep(body.waitMs)
+      if (body.commit) lease?.commit()
+      if (body.throw !== undefined) throw new HttpException({ reason: 'thrown' }, body.throw)
+      if (body.fail) throw new Error('boom')
+      return { runs: state.runs, at: Date.now(), lease: lease && { key: lease.key, fence: lease.fence }, body }
+    }
+    plain() {
+      state.plain++
+      return { plain: state.plain }
+    }
+    remove() {
+      state.runs++
+      return { removed: state.runs }
+    }
+    /** Library-specific mode: the handler writes the Node response itself, Nest renders nothing. */
+    bytes(res: PlatformResponse) {
+      state.runs++
+      const raw = rawOf(res)
+      raw.setHeader('x-custom', ['one', 'two'])
+      raw.writeHead(201, { location: '/things/1', 'content-type': 'application/octet-stream' })
+      raw.write(bytes.subarray(0, 100))
+      raw.end(bytes.subarray(100))
+    }
+    /** Streams: a captured route would hold the first chunk until the end. */
+    async stream(res: PlatformResponse) {
+      state.plain++
+      const raw = rawOf(res)
+      raw.writeHead(200, { 'content-type': 'text/plain' })
+      raw.write('first;')
+      await new Promise<void>((resolve) => (state.proceed = resolve))
+      raw.end('second')
+    }
+  }
+  Controller('r')(Routes)
+  UseGuards(tenantGuard)(Routes)
+  decorate(Routes, 'echo', Post('echo'), HttpCode(201), Idempotent())
+  param(Routes, 'echo', 0, Body())
+  param(Routes, 'echo', 1, Res({ passthrough: true }))
+  param(Routes, 'echo', 2, IdempotencyLease())
+  decorate(Routes, 'plain', Post('plain'))
+  decorate(Routes, 'remove', Delete('thing'), Idempotent({ required: true }))
+  decorate(Routes, 'bytes', Post('bytes'), Idempotent())
+  param(Routes, 'bytes', 0, Res())
+  decorate(Routes, 'stream', Post('stream'))
+  param(Routes, 'stream', 0, Res())
+
+  class AppModule {}
+  Module({
+    imports: [
+      IdempotencyModule.forRoot({
+        store: new MemoryStore(),
+        // Set by the guard below: the scope is read after every guard ran.
+        scope: (req: { user?: { id: string } }) => req.user?.id,
+      }),
+    ],
+    controllers: [Routes],
+  })(AppModule)
+
+  const options = { rawBody: true, logger: false as const }
+  const app =
+    platform === 'express'
+      ? await NestFactory.create(AppModule, new ExpressAdapter(), options)
+      : await NestFactory.create(AppModule, new FastifyAdapter(), options)
+  // A request id set before the routes belongs to each response: never stored, fresh on a replay.
+  if (platform === 'fastify') {
+    const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance()
+    fastify.addHook('onRequest', async (_req, reply) => void reply.header('x-request-id', crypto.randomUUID()))
+  } else {
+    app.use((_req: unknown, res: ServerResponse, next: () => void) => {
+      res.setHeader('x-request-id', crypto.randomUUID())
+      next()
+    })
+  }
+  app.useGlobalFilters(new RenderingFilter(app.getHttpAdapter()))
+  await app.listen(0, '127.0.0.1')
+  apps.push(app)
+  return { url: (await app.getUrl()).replace('[::1]', '127.0.0.1'), state, app }
+}
+
+function send(url: string, key: string | undefined, body: unknown = {}, headers: Record<string, string> = {}) {
+  return fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(key === undefined ? {} : { 'idempotency-key': key }),
+      ...headers,
+    },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  })
+}
+
+async function snapshot(response: Response) {
+  return {
+    status: response.status,
+    headers: Object.fromEntries(response.headers),
+    body: Buffer.from(await response.arrayBuffer()),
+  }
+}
+
+const key = () => crypto.randomUUID()
+
+for (const platform of ['express', 'fastify'] as const) {
+  describe(`NestJS on ${platform}`, () => {
+    it('replays status, headers and body byte for byte, running the handler once; the lease reaches it', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const first = await snapshot(await send(`${url}/r/echo`, k, { a: 1 }))
+      const second = await snapshot(await send(`${url}/r/echo`, k, { a: 1 }))
+      expect(state.runs).toBe(1)
+      expect(first.status).toBe(201)
+      expect(second.status).toBe(201)
+      expect(second.body.equals(first.body)).toBe(true)
+      expect(second.headers['content-type']).toBe(first.headers['content-type'])
+      expect(second.headers['x-custom']).toBe('run-1')
+      expect(second.headers['idempotent-replayed']).toBe('true')
+      expect(first.headers['idempotent-replayed']).toBeUndefined()
+      expect(second.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
+      expect(second.headers['x-request-id']).not.toBe(first.headers['x-request-id'])
+      const lease = JSON.parse(first.body.toString('utf8')).lease
+      expect(lease.key).toMatch(/^[0-9a-f]{64}$/)
+      expect(lease.fence).toBe(1)
+    })
+
+    it('replays what a @Res() handler wrote through writeHead, write and end, byte for byte', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const first = await snapshot(await send(`${url}/r/bytes`, k))
+      const second = await snapshot(await send(`${url}/r/bytes`, k))
+      expect(state.runs).toBe(1)
+      expect([first.status, second.status]).toEqual([201, 201])
+      expect(first.body.equals(Buffer.from(Array.from({ length: 256 }, (_, i) => i)))).toBe(true)
+      expect(second.body.equals(first.body)).toBe(true)
+      expect(second.headers.location).toBe('/things/1')
+      expect(second.headers['content-type']).toBe('application/octet-stream')
+      expect(second.headers['x-custom']).toBe('one, two')
+      expect(second.headers['idempotent-replayed']).toBe('true')
+    })
+
+    it('answers 422 for another body (raw bytes: integers past 2^53 differ) before 409, and 409 while running', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const body = '{"amount":9007199254740993,"waitMs":400}'
+      const first = send(`${url}/r/echo`, k, body)
+      await sleep(150)
+      const reused = await send(`${url}/r/echo`, k, '{"amount":9007199254740992,"waitMs":400}')
+      expect(reused.status).toBe(422)
+      expect(reused.headers.get('content-type')).toBe('application/problem+json')
+      expect((await reused.json()).error).toBe('IDEMPOTENCY_KEY_REUSED')
+      const running = await send(`${url}/r/echo`, k, body)
+      expect(running.status).toBe(409)
+      expect(Number(running.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+      expect((await running.json()).error).toBe('REQUEST_IN_PROGRESS')
+      expect((await first).status).toBe(201)
+      expect(state.runs).toBe(1)
+    })
+
+    it("stores an exception filter's rendered 4xx, releases its 5xx before commit and stores it after", async () => {
+      const { url, state } = await start(platform)
+      const declined = key()
+      const a = await snapshot(await send(`${url}/r/echo`, declined, { throw: 402 }))
+      const b = await snapshot(await send(`${url}/r/echo`, declined, { throw: 402 }))
+      expect(state.runs).toBe(1)
+      expect(a.status).toBe(402)
+      expect(JSON.parse(a.body.toString('utf8'))).toMatchObject({ filtered: true, status: 402 })
+      expect(b.status).toBe(402)
+      expect(b.body.equals(a.body)).toBe(true)
+      expect(b.headers['x-filter']).toBe('rendered')
+      expect(b.headers['idempotent-replayed']).toBe('true')
+
+      const down = key()
+      const c = await snapshot(await send(`${url}/r/echo`, down, { throw: 503 }))
+      const d = await snapshot(await send(`${url}/r/echo`, down, { throw: 503 }))
+      expect(state.runs).toBe(3)
+      expect([c.status, d.status]).toEqual([503, 503])
+      expect(d.headers['idempotent-replayed']).toBeUndefined()
+      expect(d.body.equals(c.body)).toBe(false)
+
+      const committed = key()
+      const e = await snapshot(await send(`${url}/r/echo`, committed, { commit: true, fail: true }))
+      const f = await snapshot(await send(`${url}/r/echo`, committed, { commit: true, fail: true }))
+      expect(state.runs).toBe(4)
+      expect(e.status).toBe(500)
+      expect(JSON.parse(e.body.toString('utf8'))).toMatchObject({ filtered: true, status: 500 })
+      expect(f.status).toBe(500)
+      expect(f.body.equals(e.body)).toBe(true)
+      expect(f.headers['idempotent-replayed']).toBe('true')
+    })
+
+    it('scopes keys by tenant: the same key in another tenant runs, in the same tenant replays', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const a1 = await snapshot(await send(`${url}/r/echo`, k, {}, { 'x-tenant': 'acme' }))
+      const b1 = await snapshot(await send(`${url}/r/echo`, k, {}, { 'x-tenant': 'globex' }))
+      const a2 = await snapshot(await send(`${url}/r/echo`, k, {}, { 'x-tenant': 'acme' }))
+      expect(state.runs).toBe(2)
+      expect(b1.headers['idempotent-replayed']).toBeUndefined()
+      expect(b1.body.equals(a1.body)).toBe(false)
+      expect(a2.headers['idempotent-replayed']).toBe('true')
+      expect(a2.body.equals(a1.body)).toBe(true)
+    })
+
+    it('leaves a route without @Idempotent untouched, and applies a required DELETE route', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const first = await send(`${url}/r/plain`, k)
+      const second = await send(`${url}/r/plain`, k)
+      expect(state.plain).toBe(2)
+      expect(await second.json()).toEqual({ plain: 2 })
+      expect(first.headers.get('idempotent-replayed')).toBeNull()
+      expect(second.headers.get('idempotent-replayed')).toBeNull()
+
+      // Streamed as it is written: the first chunk arrives while the handler still waits.
+      const streaming = send(`${url}/r/stream`, k).then((r) => (r.body as ReadableStream<Uint8Array>).getReader())
+      const chunk = await Promise.race([streaming.then((r) => r.read()), sleep(3000).then(() => undefined)])
+      state.proceed()
+      expect(Buffer.from(chunk?.value ?? []).toString()).toBe('first;')
+      const reader = await streaming
+      while (!(await reader.read()).done) {}
+
+      const missing = await fetch(`${url}/r/thing`, { method: 'DELETE' })
+      expect(missing.status).toBe(400)
+      expect((await missing.json()).error).toBe('IDEMPOTENCY_KEY_REQUIRED')
+      expect(state.runs).toBe(0)
+      const d = key()
+      const removed = await fetch(`${url}/r/thing`, { method: 'DELETE', headers: { 'idempotency-key': d } })
+      const again = await fetch(`${url}/r/thing`, { method: 'DELETE', headers: { 'idempotency-key': d } })
+      expect(await again.text()).toBe(await removed.text())
+      expect(again.headers.get('idempotent-replayed')).toBe('true')
+      expect(state.runs).toBe(1)
+    })
+
+    it('closes the engine it made when the app closes: new keys are refused', async () => {
+      const { app } = await start(platform)
+      const engine = app.get<typeof IDEMPOTENCY_ENGINE, Idempotency>(IDEMPOTENCY_ENGINE)
+      const request = {
+        method: 'POST',
+        url: '/r/echo',
+        header: (name: string) => (name === 'idempotency-key' ? key() : undefined),
+        body: { kind: 'none' } as const,
+        contentType: undefined,
+        scope: '',
+      }
+      const before = await engine.handle(request)
+      if (before.kind !== 'execute') throw new Error(`expected execute, got ${before.kind}`)
+      await before.execution.finish({ kind: 'response', status: 200, headers: [], body: new Uint8Array() })
+      apps.splice(apps.indexOf(app), 1)
+      await app.close()
+      const after = await engine.handle(request)
+      expect(after.kind === 'respond' && after.response.status).toBe(503)
+    })
+  })
+}
