@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { createAdaptorServer } from '@hono/node-server'
 import { type Context, Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { createIdempotency, type IdempotencyEvent, type Lease, MemoryStore, type Store } from 'idempotency-kit'
@@ -122,6 +123,42 @@ describe('Hono adapter', () => {
     const same = await post(url, k, '{ "amount" : 9007199254740993 }')
     expect(same.header('idempotent-replayed')).toBe('true')
     expect(counter.runs).toBe(1)
+  })
+
+  it('reads the body after c.req.json() or bodyLimit ran, and refuses one consumed through c.req.raw', async () => {
+    const errors: unknown[] = []
+    let runs = 0
+    const a = new Hono<Env>()
+    a.onError((error, c) => {
+      errors.push(error)
+      return error instanceof HTTPException ? error.getResponse() : c.text('failed', 500)
+    })
+    a.use('/limited', bodyLimit({ maxSize: 64 }))
+    // A validator-like middleware before ours: it reads through Hono's cache.
+    a.use('/validated', async (c, next) => {
+      await c.req.json()
+      await next()
+    })
+    a.use('/consumed', async (c, next) => {
+      await c.req.raw.arrayBuffer()
+      await next()
+    })
+    a.use(idempotency({ store: new MemoryStore() }))
+    a.post('*', async (c) => c.json({ runs: ++runs, body: await c.req.json() }))
+    const base = await serve(a)
+    const k = key()
+    const validated = await post(`${base}/validated`, k, { amount: 1 })
+    expect(validated.json()).toEqual({ runs: 1, body: { amount: 1 } })
+    expect((await post(`${base}/validated`, k, { amount: 2 })).status).toBe(422)
+    expect((await post(`${base}/validated`, k, { amount: 1 })).header('idempotent-replayed')).toBe('true')
+    // The limit answers first, and its 413 is never stored: a smaller body with the same key runs.
+    const limited = key()
+    expect((await post(`${base}/limited`, limited, { pad: 'x'.repeat(100) })).status).toBe(413)
+    expect((await post(`${base}/limited`, limited, { small: true })).json()).toEqual({ runs: 2, body: { small: true } })
+    const consumed = await post(`${base}/consumed`, key())
+    expect(consumed.status).toBe(500)
+    expect(errors.at(-1)).toMatchObject({ name: 'IdempotencyConfigError', code: 'ERR_IDEMPOTENCY_CONFIG' })
+    expect(runs).toBe(2)
   })
 
   it('answers 422 for the same key with another body, before 409, and 409 with Retry-After while running', async () => {

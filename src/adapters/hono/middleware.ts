@@ -24,17 +24,15 @@ const HANDLED = Symbol.for('idempotency-kit.handled')
 
 async function bodyOf(c: Context): Promise<FingerprintBody> {
   if (c.req.raw.body === null) return { kind: 'none' }
-  let bytes: Uint8Array
-  try {
-    // Hono caches the body: the route can still call c.req.json() afterwards.
-    bytes = new Uint8Array(await c.req.arrayBuffer())
-  } catch (error) {
+  if (c.req.raw.bodyUsed && Object.keys(c.req.bodyCache).length === 0) {
+    // Hashing nothing here would make every body alike (design-review H10).
     throw new IdempotencyConfigError(
       'the idempotency middleware cannot read this request body: something consumed c.req.raw before it ' +
         '(read bodies through c.req.json(), c.req.text() or c.req.arrayBuffer(), which Hono caches)',
-      { cause: error },
     )
   }
+  // Hono caches the body: the route can still call c.req.json() afterwards.
+  const bytes = new Uint8Array(await c.req.arrayBuffer())
   return bytes.byteLength === 0 ? { kind: 'none' } : { kind: 'raw', bytes }
 }
 
