@@ -194,6 +194,26 @@ function sample(kind: SendKind, idiom: string, runs: number): { send: Send; expe
   }
 }
 
+/** A promise the test resolves when it chooses: the route awaits it instead of sleeping. */
+function newGate(): { opened: Promise<void>; open(): void } {
+  let open!: () => void
+  const opened = new Promise<void>((resolve) => (open = resolve))
+  gates.push(open)
+  return { opened, open }
+}
+
+/** Every gate made by the running test: opened after it, so a failed test leaves no route hanging. */
+const gates: Array<() => void> = []
+
+/** Waits (bounded) until `condition` holds, such as "the route is running". */
+async function until(condition: () => boolean, withinMs = 10_000): Promise<void> {
+  const deadline = performance.now() + withinMs
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`condition not met within ${withinMs} ms: ${condition}`)
+    await sleep(5)
+  }
+}
+
 /** Polls the store until the record under `key` is in `state` (bounded): for what happens after the response. */
 async function eventually(store: Store, key: string, state: string, withinMs = 3_000): Promise<void> {
   const until = performance.now() + withinMs
@@ -244,6 +264,7 @@ export function describeAdapterContract(fixture: AdapterFixture): void {
 
   describe(`adapter contract: ${fixture.name}`, () => {
     afterEach(async () => {
+      for (const open of gates.splice(0)) open()
       await Promise.all(cleanups.splice(0).map((close) => close()))
     })
 
@@ -369,15 +390,17 @@ export function describeAdapterContract(fixture: AdapterFixture): void {
       })
 
       it('answers 422 for the same key with another body before 409, and 409 with Retry-After while running', async () => {
+        const gate = newGate()
         const { url, counter } = await serve(async () => {
-          await sleep(600)
+          await gate.opened
           return { kind: 'json', status: 200, value: { ok: true } }
         })
         const key = newKey()
         const first = post(url, key, { a: 1 })
-        await sleep(200)
+        await until(() => counter.runs === 1)
         const reused = await post(url, key, { a: 2 })
         const running = await post(url, key, { a: 1 })
+        gate.open()
         expect(reused.status).toBe(422)
         expect(problemOf(reused).error).toBe('IDEMPOTENCY_KEY_REUSED')
         expect(running.status).toBe(409)
@@ -441,17 +464,24 @@ export function describeAdapterContract(fixture: AdapterFixture): void {
       })
 
       it("waits for the running request and replays its result with the route option onConflict: 'wait'", async () => {
+        const gate = newGate()
         const { url, counter } = await serve(
           async (_context, runs) => {
-            await sleep(400)
+            await gate.opened
             return { kind: 'json', status: 201, value: { runs } }
           },
           { routeOptions: { onConflict: 'wait' } },
         )
         const key = newKey()
         const first = post(url, key)
-        await sleep(100)
-        const waited = await post(url, key)
+        await until(() => counter.runs === 1)
+        let settled = false
+        const pending = post(url, key).finally(() => (settled = true))
+        await sleep(300)
+        // Without wait mode it would have had its 409 by now.
+        expect(settled).toBe(false)
+        gate.open()
+        const waited = await pending
         expect(waited.status).toBe(201)
         expect(waited.header('idempotent-replayed')).toBe('true')
         expect(Buffer.compare(waited.body, (await first).body)).toBe(0)
@@ -505,9 +535,10 @@ export function describeAdapterContract(fixture: AdapterFixture): void {
 
       it('runs to the end when the client disconnects mid-request: the result is stored and the retry replays', async () => {
         const memory = new MemoryStore()
+        const gate = newGate()
         const { url, counter } = await serve(
           async (_context, runs) => {
-            await sleep(500)
+            await gate.opened
             return { kind: 'json', status: 201, value: { runs } }
           },
           { store: memory },
@@ -521,12 +552,15 @@ export function describeAdapterContract(fixture: AdapterFixture): void {
             ['idempotency-key', key],
           ],
           body: '{"a":1}',
-          onSocket: (socket) => setTimeout(() => socket.destroy(), 150),
+          onSocket: (socket) => void until(() => counter.runs === 1).then(() => socket.destroy()),
         }).then(
           () => 'answered',
           () => 'aborted',
         )
         expect(outcome).toBe('aborted')
+        // Give the server a moment to see the connection close before the route answers.
+        await sleep(100)
+        gate.open()
         const leaseKey = counter.leaseKeys[0]
         expect(leaseKey).toBeDefined()
         await eventually(memory, leaseKey ?? '', 'completed')
