@@ -25,6 +25,7 @@ import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
 import { type Idempotency, type Lease, MemoryStore } from 'idempotency-kit'
 import { IDEMPOTENCY_ENGINE, IdempotencyLease, IdempotencyModule, Idempotent } from 'idempotency-kit/nestjs'
+import { Observable } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
 
 interface App {
@@ -112,6 +113,17 @@ async function start(platform: Platform) {
       raw.write(bytes.subarray(0, 100))
       raw.end(bytes.subarray(100))
     }
+    /** An Observable Nest tears down when the client goes away: it renders nothing then. */
+    observed() {
+      return new Observable((subscriber) => {
+        state.runs++
+        const timer = setTimeout(() => {
+          subscriber.next({ runs: state.runs })
+          subscriber.complete()
+        }, 300)
+        return () => clearTimeout(timer)
+      })
+    }
     /** Streams: a captured route would hold the first chunk until the end. */
     async stream(res: PlatformResponse) {
       state.plain++
@@ -132,8 +144,21 @@ async function start(platform: Platform) {
   decorate(Routes, 'remove', Delete('thing'), Idempotent({ required: true }))
   decorate(Routes, 'bytes', Post('bytes'), Idempotent())
   param(Routes, 'bytes', 0, Res())
+  decorate(Routes, 'observed', Post('observed'), Idempotent())
   decorate(Routes, 'stream', Post('stream'))
   param(Routes, 'stream', 0, Res())
+
+  /** Every route of this controller is idempotent, with the controller's options. */
+  class Waiting {
+    async slow() {
+      state.runs++
+      await sleep(300)
+      return { runs: state.runs, at: Date.now() }
+    }
+  }
+  Controller('w')(Waiting)
+  Idempotent({ onConflict: 'wait' })(Waiting)
+  decorate(Waiting, 'slow', Post('slow'))
 
   class AppModule {}
   Module({
@@ -144,7 +169,7 @@ async function start(platform: Platform) {
         scope: (req: { user?: { id: string } }) => req.user?.id,
       }),
     ],
-    controllers: [Routes],
+    controllers: [Routes, Waiting],
   })(AppModule)
 
   const options = { rawBody: true, logger: false as const }
@@ -318,6 +343,57 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(await again.text()).toBe(await removed.text())
       expect(again.headers.get('idempotent-replayed')).toBe('true')
       expect(state.runs).toBe(1)
+    })
+
+    it("applies a controller's @Idempotent({ onConflict: 'wait' }): a duplicate waits and replays", async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const results = await Promise.all([send(`${url}/w/slow`, k), sleep(80).then(() => send(`${url}/w/slow`, k))])
+      const bodies = await Promise.all(results.map((r) => r.text()))
+      expect(results.map((r) => r.status)).toEqual([201, 201])
+      expect(bodies[1]).toBe(bodies[0])
+      expect(results[1]?.headers.get('idempotent-replayed')).toBe('true')
+      expect(state.runs).toBe(1)
+    })
+
+    it('stores the result when the client disconnects mid-request, and the retry replays it', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const controller = new AbortController()
+      const gone = fetch(`${url}/r/echo`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': k },
+        body: JSON.stringify({ waitMs: 300 }),
+        signal: controller.signal,
+      }).catch(() => 'aborted')
+      await sleep(100)
+      controller.abort()
+      expect(await gone).toBe('aborted')
+      await sleep(400)
+      const retry = await send(`${url}/r/echo`, k, { waitMs: 300 })
+      expect(retry.status).toBe(201)
+      expect(retry.headers.get('idempotent-replayed')).toBe('true')
+      expect(state.runs).toBe(1)
+    })
+
+    it('releases the key when Nest drops an Observable handler on disconnect, so the retry runs', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const controller = new AbortController()
+      const gone = fetch(`${url}/r/observed`, {
+        method: 'POST',
+        headers: { 'idempotency-key': k },
+        signal: controller.signal,
+      }).catch(() => 'aborted')
+      await sleep(100)
+      controller.abort()
+      expect(await gone).toBe('aborted')
+      await sleep(100)
+      const retry = await fetch(`${url}/r/observed`, { method: 'POST', headers: { 'idempotency-key': k } })
+      expect(retry.status).toBe(201)
+      expect(retry.headers.get('idempotent-replayed')).toBeNull()
+      expect(await retry.json()).toEqual({ runs: 2 })
+      expect(state.runs).toBe(2)
     })
 
     it('closes the engine it made when the app closes: new keys are refused', async () => {
