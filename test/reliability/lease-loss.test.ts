@@ -83,6 +83,8 @@ interface Holder {
   readonly url: string
   output(): string
   stop(): Promise<void>
+  /** SIGKILL: a crash, nothing runs after it. */
+  crash(): Promise<void>
 }
 
 const children = new Set<ChildProcess>()
@@ -119,7 +121,12 @@ function startHolder(env: Readonly<Record<string, string>>, timeoutMs = 20_000):
       const match = /holder listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
       if (match === null) return
       clearTimeout(timer)
-      resolve({ url: match[1] as string, output: () => output, stop })
+      const crash = async () => {
+        child.kill('SIGKILL')
+        await exited
+        children.delete(child)
+      }
+      resolve({ url: match[1] as string, output: () => output, stop, crash })
     })
     void exited.then(() => {
       clearTimeout(timer)
@@ -151,6 +158,7 @@ describe.each(backends)('lease loss end to end on $name', (backend) => {
   let holder: Holder
   let taker: { url: string; log: string[] }
   let resumeDir: string
+  let gatewayUrl: string
 
   beforeAll(async () => {
     shared = await backend.open()
@@ -160,7 +168,7 @@ describe.each(backends)('lease loss end to end on $name', (backend) => {
     // One gateway for both processes, as a real payment provider would be.
     gateway = new FakeGateway(0)
     const gatewayServer: Server = serveGateway(gateway)
-    const gatewayUrl = await listen(gatewayServer)
+    gatewayUrl = await listen(gatewayServer)
     cleanups.push(() => closeServer(gatewayServer))
     proxy = await startTcpProxy(shared.port)
     // Reset the proxy's connections before the holder closes its pool, which would wait on a swallowed query.
@@ -312,6 +320,53 @@ describe.each(backends)('lease loss end to end on $name', (backend) => {
       expect(holder.output()).toContain(`gateway answered ${outcome.hash} fence 1 409`)
       expect(gateway.attempts - outcome.before.attempts).toBe(2)
       await expectOneCharge(outcome)
+    })
+  })
+  describe('the holder SIGKILLed after its charge, before storing it', () => {
+    it('the takeover gets the same charge by its key: one charge, and the crash is not a double charge', async () => {
+      // A holder of its own: this one does not come back.
+      const doomed = await startHolder({
+        STORE_URL: shared.storeUrl(proxy.port),
+        GATEWAY_URL: gatewayUrl,
+        LEASE_MS: String(LEASE_MS),
+      })
+      try {
+        const key = randomUUID()
+        const hash = storageKey(key)
+        const before = { attempts: gateway.attempts, charges: gateway.charges.length }
+        const lost = charge(doomed.url, key, undefined, [
+          [STALL_HEADERS.point, 'after-charge'],
+          [STALL_HEADERS.how, 'block'],
+          [STALL_HEADERS.resume, join(resumeDir, key)],
+        ]).then(
+          (res) => `answered ${res.status}`,
+          (error: unknown) => error,
+        )
+        await until(
+          'the charge, then the stall',
+          () => doomed.output(),
+          (out) => out.includes(`stalled ${hash} fence 1 after-charge`),
+        )
+        expect(doomed.output()).toContain(`gateway answered ${hash} fence 1 200`)
+        await doomed.crash()
+        expect(await lost).toBeInstanceOf(Error)
+        expect(await shared.store.get(hash)).toMatchObject({ state: 'in_progress', fence: 1 })
+
+        await until(
+          'the lease to lapse in the store',
+          () => shared.store.get(hash),
+          (record) => record !== null && Date.now() > record.leaseDeadline + 50,
+        )
+        const taken = await charge(taker.url, key)
+        expect(taken.status, taken.body.toString()).toBe(200)
+        expect(taker.log).toContain(`acquired ${hash} fence 2 takeover true previous 1`)
+        expect(gateway.attempts - before.attempts).toBe(2)
+        expect(gateway.charges.length - before.charges).toBe(1)
+        expect((taken.json() as Charge).id).toBe((gateway.charges.at(-1) as Charge).id)
+        expect(await shared.store.get(hash)).toMatchObject({ state: 'completed', fence: 2 })
+      } finally {
+        await doomed.stop()
+      }
     })
   })
 })
