@@ -566,6 +566,29 @@ describe('Hono adapter', () => {
     expect(lost).toContain('complete')
   })
 
+  it('works on the bare fetch interface, with no Node server: what a worker or Deno.serve calls', async () => {
+    let runs = 0
+    const a = new Hono<Env>()
+    a.use(idempotency({ store: new MemoryStore() }))
+    a.post('/r', async (c) => c.json({ runs: ++runs, body: await c.req.json() }, 201))
+    const call = (body: string) =>
+      a.fetch(
+        new Request('https://worker.example/r?x=1', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'idempotency-key': 'k1' },
+          body,
+        }),
+      )
+    const first = await call('{"a":1}')
+    const second = await call('{"a":1}')
+    expect(first.status).toBe(201)
+    expect(second.status).toBe(201)
+    expect(second.headers.get('idempotent-replayed')).toBe('true')
+    expect(await second.text()).toBe(await first.text())
+    expect((await call('{"a":2}')).status).toBe(422)
+    expect(runs).toBe(1)
+  })
+
   it('imports no node: module, and not the node:crypto entry, anywhere below idempotency-kit/hono', () => {
     const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/adapters/hono/index.ts')
     const seen = new Set<string>()
