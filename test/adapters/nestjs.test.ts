@@ -5,6 +5,7 @@
 import 'reflect-metadata'
 import type { ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { gzipSync } from 'node:zlib'
 import {
   type ArgumentsHost,
   Body,
@@ -181,6 +182,12 @@ async function start(platform: Platform) {
   if (platform === 'fastify') {
     const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance()
     fastify.addHook('onRequest', async (_req, reply) => void reply.header('x-request-id', crypto.randomUUID()))
+    // A compressor in onSend, as @fastify/compress is: it runs before the raw response the capture wraps.
+    fastify.addHook('onSend', async (request, reply, payload) => {
+      if (request.headers['x-gzip'] === undefined || typeof payload !== 'string') return payload
+      reply.header('content-encoding', 'gzip')
+      return gzipSync(payload)
+    })
   } else {
     app.use((_req: unknown, res: ServerResponse, next: () => void) => {
       res.setHeader('x-request-id', crypto.randomUUID())
@@ -394,6 +401,19 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(retry.headers.get('idempotent-replayed')).toBeNull()
       expect(await retry.json()).toEqual({ runs: 2 })
       expect(state.runs).toBe(2)
+    })
+
+    it.runIf(platform === 'fastify')('keeps a body an onSend hook encoded as unreplayable: 410 on retry', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const first = await send(`${url}/r/echo`, k, {}, { 'x-gzip': '1' })
+      expect(first.status).toBe(201)
+      expect(first.headers.get('content-encoding')).toBe('gzip')
+      expect((await first.json()).runs).toBe(1)
+      const retry = await send(`${url}/r/echo`, k)
+      expect(retry.status).toBe(410)
+      expect(await retry.json()).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 201 })
+      expect(state.runs).toBe(1)
     })
 
     it('closes the engine it made when the app closes: new keys are refused', async () => {

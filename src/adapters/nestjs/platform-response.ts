@@ -58,6 +58,26 @@ function adoptReplyHeaders(reply: FastifyReplyLike): void {
   }
 }
 
+/**
+ * A body encoded after the capture armed (an `onSend` compressor on Fastify, which writes below Fastify's hooks,
+ * or a route sending pre-encoded bytes) is kept as unreplayable: `Content-Encoding` is never stored, so storing the
+ * bytes would replay gzip to clients that did not ask for it (design-review H3).
+ */
+function refuseEncoded(raw: ServerResponse, execution: Execution): Execution {
+  const encodedBefore = raw.hasHeader('content-encoding')
+  return {
+    lease: execution.lease,
+    headers: execution.headers,
+    maxResponseBytes: execution.maxResponseBytes,
+    finish: (outcome) =>
+      execution.finish(
+        outcome.kind === 'response' && !encodedBefore && raw.hasHeader('content-encoding')
+          ? { kind: 'unreplayable', status: outcome.status }
+          : outcome,
+      ),
+  }
+}
+
 /** Wraps the response object Nest hands to interceptors (Express `Response` or Fastify `FastifyReply`). */
 export function platformResponse(response: unknown): PlatformResponse {
   if (isFastifyReply(response)) {
@@ -72,7 +92,7 @@ export function platformResponse(response: unknown): PlatformResponse {
       },
       capture(execution) {
         adoptReplyHeaders(response)
-        captureResponse(raw, execution)
+        captureResponse(raw, refuseEncoded(raw, execution))
       },
     }
   }
@@ -84,7 +104,7 @@ export function platformResponse(response: unknown): PlatformResponse {
         seal(response)
       },
       capture(execution) {
-        captureResponse(response, execution)
+        captureResponse(response, refuseEncoded(response, execution))
       },
     }
   }
