@@ -1,5 +1,6 @@
 // The Hono adapter on @hono/node-server over a real socket: capture, replay, policy, rejections, streams, signals.
 
+import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { dirname, resolve } from 'node:path'
@@ -13,7 +14,7 @@ import { HTTPException } from 'hono/http-exception'
 import { createIdempotency, type IdempotencyEvent, type Lease, MemoryStore, type Store } from 'idempotency-kit'
 import { type HonoIdempotencyOptions, type IdempotencyVariables, idempotency } from 'idempotency-kit/hono'
 import { afterEach, describe, expect, it } from 'vitest'
-import { closeServer, listen, problemOf, type RawResponse, request } from '../support/http.js'
+import { closeServer, listen, problemOf, type RawResponse, REPO_ROOT, request } from '../support/http.js'
 
 type Env = { Variables: IdempotencyVariables }
 const servers: Server[] = []
@@ -29,6 +30,33 @@ async function serve(app: Hono<Env>): Promise<string> {
 }
 
 const key = () => crypto.randomUUID()
+
+/** Runs examples/<name>/server.ts as its README says, on a free port; answers its URL and a stop function. */
+async function runExample(name: string): Promise<{ url: string; stop: () => void }> {
+  const child = spawn(
+    process.execPath,
+    ['--conditions=idempotency-kit-source', '--import', 'tsx', `examples/${name}/server.ts`],
+    { cwd: REPO_ROOT, env: { ...process.env, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  let output = ''
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill()
+      reject(new Error(`no "listening on" within 20 s:\n${output}`))
+    }, 20_000)
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString('utf8')
+      const match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
+      if (match?.[1] === undefined) return
+      clearTimeout(timer)
+      resolve(match[1])
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`example exited (${code}):\n${output}`)))
+  })
+  return { url, stop: () => child.kill() }
+}
 
 function post(
   url: string,
@@ -607,5 +635,22 @@ describe('Hono adapter', () => {
     expect([...seen].some((f) => f.endsWith('core/engine.ts'))).toBe(true)
     expect([...seen].filter((f) => /node-crypto|create-idempotency/.test(f))).toEqual([])
     expect([...external]).toEqual(['hono'])
+  })
+  it('runs examples/hono/server.ts as documented: a charge, its replay, and 400 without a key', async () => {
+    const example = await runExample('hono')
+    try {
+      const url = `${example.url}/api/payments/charge`
+      const charge = { amount: 5000, customerId: 'cus_123' }
+      const k = key()
+      const first = await post(url, k, charge)
+      const second = await post(url, k, charge)
+      expect(first.status).toBe(201)
+      expect(first.json()).toMatchObject({ amount: 5000, currency: 'usd', status: 'succeeded' })
+      expect(second.body.equals(first.body)).toBe(true)
+      expect(second.header('idempotent-replayed')).toBe('true')
+      expect(problemOf(await post(url, undefined, charge)).error).toBe('IDEMPOTENCY_KEY_REQUIRED')
+    } finally {
+      example.stop()
+    }
   })
 })
