@@ -6,7 +6,7 @@ import type { FingerprintBody } from '../../core/fingerprint.js'
 import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
 import { webCrypto } from '../../core/web-crypto.js'
-import { captureResponse, toResponse } from './web-response.js'
+import { type Captured, captureResponse, toResponse } from './web-response.js'
 
 /** The variables the middleware sets: `c.get('idempotency')` is the lease while it holds the key. */
 export type IdempotencyVariables = {
@@ -94,7 +94,7 @@ export function idempotency(options: HonoIdempotencyOptions): MiddlewareHandler<
     const before = new Headers(c.res.headers)
     for (const [name, value] of execution.headers) c.res.headers.set(name, value)
     c.set('idempotency', execution.lease)
-    let captured: Awaited<ReturnType<typeof captureResponse>>
+    let captured: Captured
     try {
       // Hono renders a thrown Error through onError into c.res; only a non-Error throw reaches here.
       await next()
