@@ -2,7 +2,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express'
 import { createIdempotency, type IdempotencyEvent, type Store } from 'idempotency-kit'
 import { idempotency, json } from 'idempotency-kit/express'
-import { CardDeclinedError, FakeGateway, GatewayUnavailableError } from './gateway.js'
+import { CardDeclinedError, FakeGateway, GatewayUnavailableError, StaleFenceError } from './gateway.js'
 
 export interface PaymentsAppOptions {
   readonly store: Store
@@ -92,7 +92,9 @@ export function createPaymentsApp(options: PaymentsAppOptions) {
       // is kept and a retry replays it rather than charging twice.
       lease?.commit()
       lease?.assertHeld()
-      const charge = await gateway.createCharge({ ...body, idempotencyKey: lease?.key })
+      // The key makes the gateway return the same charge to a retry; the fence lets it refuse a holder
+      // that lost its lease while a newer one runs.
+      const charge = await gateway.createCharge({ ...body, idempotencyKey: lease?.key, fence: lease?.fence })
       res.json(charge)
     } catch (error) {
       if (error instanceof GatewayUnavailableError) {
@@ -101,6 +103,10 @@ export function createPaymentsApp(options: PaymentsAppOptions) {
         return problem(res, 502, 'GATEWAY_UNAVAILABLE', 'The payment gateway is unreachable; retry later.')
       }
       if (error instanceof CardDeclinedError) return problem(res, 402, 'card_declined', error.message)
+      if (error instanceof StaleFenceError) {
+        // A newer holder owns this key: its result, not ours, is what a retry gets.
+        return problem(res, 409, 'REQUEST_IN_PROGRESS', 'This request was taken over by a newer attempt; retry.')
+      }
       next(error)
     }
   })
