@@ -26,6 +26,8 @@ interface NestRequest {
 
 /** Shared with the Express middleware: a request one of them handled is not handled twice. */
 const HANDLED = Symbol.for('idempotency-kit.handled')
+/** Set on the raw request by the Fastify plugin on the routes it covers: it decides those itself. */
+const FASTIFY_CLAIMED = Symbol.for('idempotency-kit.fastify.claimed')
 /** Where `keepRawBody` from idempotency-kit/express keeps the bytes (same global symbol, no Express import). */
 const RAW_BODY = Symbol.for('idempotency-kit.raw-body')
 const NEVER_COVERED = new Set(['GET', 'HEAD', 'OPTIONS'])
@@ -100,8 +102,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (options === undefined) return next.handle()
     const http = context.switchToHttp()
     const req = http.getRequest<NestRequest>()
-    const marks = [req, req.raw].filter((r) => r !== undefined) as Array<Record<symbol, boolean>>
-    if (marks.some((r) => r[HANDLED])) return next.handle()
+    const marks = [req, req.raw].filter((r) => r !== undefined) as Array<Record<symbol, unknown>>
+    if (marks.some((r) => r[HANDLED] || r[FASTIFY_CLAIMED] !== undefined)) return next.handle()
     for (const r of marks) r[HANDLED] = true
 
     const platform = platformResponse(http.getResponse())
