@@ -212,6 +212,28 @@ describe('Koa adapter', () => {
     expect(String((errors[0] as Error).message)).toContain('@koa/bodyparser')
   })
 
+  it('reads ctx.req.rawBody when a Node-level parser ran first (@koa/bodyparser enableRawChecking)', async () => {
+    let runs = 0
+    const a = new Koa<IdempotencyState>()
+    a.use(async (ctx, next) => {
+      // What a Node-level parser (a serverless platform, a shared http middleware) leaves on the request.
+      const chunks: Buffer[] = []
+      for await (const chunk of ctx.req) chunks.push(chunk as Buffer)
+      const raw = Buffer.concat(chunks).toString('utf8')
+      Object.assign(ctx.req, { rawBody: raw, body: JSON.parse(raw) })
+      await next()
+    })
+    a.use(bodyParser({ enableRawChecking: true }))
+    a.use(idempotency({ store: new MemoryStore() }))
+    a.use((ctx) => set(ctx, 'body', { runs: ++runs, got: ctx.request.body }))
+    const url = await serve(a)
+    const k = key()
+    expect((await post(url, k, '{"amount": 9007199254740993}')).json()).toMatchObject({ runs: 1 })
+    expect((await post(url, k, '{"amount":9007199254740992}')).status).toBe(422)
+    expect((await post(url, k, '{"amount":9007199254740993}')).header('idempotent-replayed')).toBe('true')
+    expect(runs).toBe(1)
+  })
+
   it('answers 422 for the same key with another body, before 409, and 409 with Retry-After while running', async () => {
     const { url, counter } = await app(async (ctx) => {
       await sleep(400)
