@@ -24,7 +24,7 @@ import {
 import { NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
-import { type Idempotency, type Lease, MemoryStore } from 'idempotency-kit'
+import { type Idempotency, type IdempotencyOptions, type Lease, MemoryStore, type Store } from 'idempotency-kit'
 import { IDEMPOTENCY_ENGINE, IdempotencyLease, IdempotencyModule, Idempotent } from 'idempotency-kit/nestjs'
 import { Observable } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -53,6 +53,7 @@ interface EchoBody {
   readonly throw?: number
   readonly fail?: boolean
   readonly waitMs?: number
+  readonly size?: number
 }
 
 /** Renders every error its own way, with a header: the bytes the capture must store or release. */
@@ -83,7 +84,7 @@ const tenantGuard = {
   },
 }
 
-async function start(platform: Platform) {
+async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}) {
   const state = { runs: 0, plain: 0, proceed: () => {} }
   const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
 
@@ -95,6 +96,7 @@ async function start(platform: Platform) {
       if (body.commit) lease?.commit()
       if (body.throw !== undefined) throw new HttpException({ reason: 'thrown' }, body.throw)
       if (body.fail) throw new Error('boom')
+      if (body.size !== undefined) return 'x'.repeat(body.size)
       return { runs: state.runs, at: Date.now(), lease: lease && { key: lease.key, fence: lease.fence }, body }
     }
     plain() {
@@ -166,6 +168,7 @@ async function start(platform: Platform) {
     imports: [
       IdempotencyModule.forRoot({
         store: new MemoryStore(),
+        ...extra,
         // Set by the guard below: the scope is read after every guard ran.
         scope: (req: { user?: { id: string } }) => req.user?.id,
       }),
@@ -414,6 +417,37 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(retry.status).toBe(410)
       expect(await retry.json()).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 201 })
       expect(state.runs).toBe(1)
+    })
+
+    it('passes a response larger than maxResponseBytes through whole and answers its retry 410', async () => {
+      const { url, state } = await start(platform, { maxResponseBytes: 1000 })
+      const k = key()
+      const first = await send(`${url}/r/echo`, k, { size: 5000 })
+      expect(first.status).toBe(201)
+      expect(await first.text()).toBe('x'.repeat(5000))
+      const retry = await send(`${url}/r/echo`, k, { size: 5000 })
+      expect(retry.status).toBe(410)
+      expect(await retry.json()).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 201 })
+      expect(state.runs).toBe(1)
+    })
+
+    it('answers 503 with Retry-After and runs nothing when the store does not answer', async () => {
+      const memory = new MemoryStore()
+      const hanging: Store = {
+        begin: () => new Promise(() => {}),
+        complete: (i) => memory.complete(i),
+        release: (i) => memory.release(i),
+        extend: (i) => memory.extend(i),
+        get: (k) => memory.get(k),
+        delete: (k, o) => memory.delete(k, o),
+      }
+      const { url, state } = await start(platform, { store: hanging, beginTimeoutMs: 200 })
+      const response = await send(`${url}/r/echo`, key())
+      expect(response.status).toBe(503)
+      expect(response.headers.get('content-type')).toBe('application/problem+json')
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+      expect((await response.json()).error).toBe('IDEMPOTENCY_STORE_UNAVAILABLE')
+      expect(state.runs).toBe(0)
     })
 
     it('closes the engine it made when the app closes: new keys are refused', async () => {

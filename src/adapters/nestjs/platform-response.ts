@@ -33,6 +33,9 @@ function isFastifyReply(response: unknown): response is FastifyReplyLike {
  * `@Res()` handler); without this, Express would throw `ERR_HTTP_HEADERS_SENT` into the exception filters.
  */
 function seal(res: ServerResponse): void {
+  const status = res.statusCode
+  // Nest's `res.status(201)` after the fact would otherwise reach access logs that read it on 'finish'.
+  Object.defineProperty(res, 'statusCode', { get: () => status, set: () => {}, configurable: true })
   const self = () => res
   res.setHeader = self as ServerResponse['setHeader']
   res.appendHeader = self as ServerResponse['appendHeader']
