@@ -1,15 +1,15 @@
 /** The global interceptor: after the guards, before the pipes and the handler, it asks the engine and arms capture. */
 import type { CallHandler, ExecutionContext, NestInterceptor } from '@nestjs/common'
 import { Reflector } from '@nestjs/core'
-import { finalize, from, type Observable, of, switchMap, tap } from 'rxjs'
-import type { Execution, HandlerOutcome, Idempotency } from '../../core/engine.js'
+import { finalize, Observable, of, type Subscription, tap } from 'rxjs'
+import type { Decision, Execution, HandlerOutcome, Idempotency } from '../../core/engine.js'
 import { IdempotencyConfigError } from '../../core/errors.js'
 import type { FingerprintBody } from '../../core/fingerprint.js'
 import { isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import type { HttpResponse } from '../../core/http.js'
 import type { ResolvedRoute, RouteOptions } from '../../core/options.js'
 import { IDEMPOTENT_OPTIONS } from './idempotent.js'
-import { platformResponse } from './platform-response.js'
+import { type PlatformResponse, platformResponse } from './platform-response.js'
 
 /** The fields of an Express or Fastify request the interceptor reads. */
 interface NestRequest {
@@ -125,31 +125,44 @@ export class IdempotencyInterceptor implements NestInterceptor {
       },
       route,
     )
-    return from(decision).pipe(
-      switchMap((d) => {
-        switch (d.kind) {
-          case 'pass':
-            return next.handle()
-          case 'respond':
-            platform.respond(d.response)
-            return of(undefined)
-          case 'execute':
-            return this.#execute(d.execution, platform, req, next)
-          default: {
-            const unknown: never = d
-            throw new TypeError(`unknown decision ${String(unknown)}`)
+    return new Observable<unknown>((subscriber) => {
+      let inner: Subscription | undefined
+      let closed = false
+      decision.then(
+        (d) => {
+          if (closed) {
+            // An outer interceptor (a timeout) gave up first and a filter answered: run nothing, free the key.
+            if (d.kind === 'execute') void d.execution.finish({ kind: 'unreplayable', status: 503 })
+            return
           }
-        }
-      }),
-    )
+          inner = this.#follow(d, platform, req, next).subscribe(subscriber)
+        },
+        (error: unknown) => subscriber.error(error),
+      )
+      return () => {
+        closed = true
+        inner?.unsubscribe()
+      }
+    })
   }
 
-  #execute(
-    execution: Execution,
-    platform: ReturnType<typeof platformResponse>,
-    req: NestRequest,
-    next: CallHandler,
-  ): Observable<unknown> {
+  #follow(d: Decision, platform: PlatformResponse, req: NestRequest, next: CallHandler): Observable<unknown> {
+    switch (d.kind) {
+      case 'pass':
+        return next.handle()
+      case 'respond':
+        platform.respond(d.response)
+        return of(undefined)
+      case 'execute':
+        return this.#execute(d.execution, platform, req, next)
+      default: {
+        const unknown: never = d
+        throw new TypeError(`unknown decision ${String(unknown)}`)
+      }
+    }
+  }
+
+  #execute(execution: Execution, platform: PlatformResponse, req: NestRequest, next: CallHandler): Observable<unknown> {
     const guarded = once(execution)
     platform.capture(guarded)
     req.idempotency = execution.lease
