@@ -84,7 +84,7 @@ const tenantGuard = {
   },
 }
 
-async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}) {
+async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}, factory = false) {
   const state = { runs: 0, plain: 0, proceed: () => {} }
   const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
 
@@ -164,14 +164,17 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
   decorate(Waiting, 'slow', Post('slow'))
 
   class AppModule {}
+  const moduleOptions = {
+    store: new MemoryStore(),
+    ...extra,
+    // Set by the guard below: the scope is read after every guard ran.
+    scope: (req: { user?: { id: string } }) => req.user?.id,
+  }
   Module({
     imports: [
-      IdempotencyModule.forRoot({
-        store: new MemoryStore(),
-        ...extra,
-        // Set by the guard below: the scope is read after every guard ran.
-        scope: (req: { user?: { id: string } }) => req.user?.id,
-      }),
+      factory
+        ? IdempotencyModule.forRootAsync({ useFactory: async () => moduleOptions })
+        : IdempotencyModule.forRoot(moduleOptions),
     ],
     controllers: [Routes, Waiting],
   })(AppModule)
@@ -448,6 +451,16 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
       expect((await response.json()).error).toBe('IDEMPOTENCY_STORE_UNAVAILABLE')
       expect(state.runs).toBe(0)
+    })
+
+    it('takes its options from forRootAsync', async () => {
+      const { url, state } = await start(platform, {}, true)
+      const k = key()
+      const first = await send(`${url}/r/echo`, k, {}, { 'x-tenant': 'acme' })
+      const second = await send(`${url}/r/echo`, k, {}, { 'x-tenant': 'acme' })
+      expect(await second.text()).toBe(await first.text())
+      expect(second.headers.get('idempotent-replayed')).toBe('true')
+      expect(state.runs).toBe(1)
     })
 
     it('closes the engine it made when the app closes: new keys are refused', async () => {
