@@ -133,7 +133,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     if (!response.replayable) {
       return rejection(
         'IDEMPOTENT_RESPONSE_NOT_STORED',
-        'The first response to this key was too large or streamed to be stored; the request was not run again.',
+        'The first response to this key could not be stored (too large, streamed, or its client was gone); the request was not run again.',
         { originalStatus: response.status },
       )
     }

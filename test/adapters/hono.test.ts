@@ -1,11 +1,8 @@
 // The Hono adapter on @hono/node-server over a real socket: capture, replay, policy, rejections, streams, signals.
 
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
-import { dirname, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import { createAdaptorServer } from '@hono/node-server'
 import { type Context, Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
@@ -15,6 +12,7 @@ import { createIdempotency, type IdempotencyEvent, type Lease, MemoryStore, type
 import { type HonoIdempotencyOptions, type IdempotencyVariables, idempotency } from 'idempotency-kit/hono'
 import { afterEach, describe, expect, it } from 'vitest'
 import { closeServer, listen, problemOf, type RawResponse, REPO_ROOT, request } from '../support/http.js'
+import { importGraph } from '../support/import-graph.js'
 
 type Env = { Variables: IdempotencyVariables }
 const servers: Server[] = []
@@ -618,23 +616,10 @@ describe('Hono adapter', () => {
   })
 
   it('imports no node: module, and not the node:crypto entry, anywhere below idempotency-kit/hono', () => {
-    const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/adapters/hono/index.ts')
-    const seen = new Set<string>()
-    const external = new Set<string>()
-    const visit = (file: string) => {
-      if (seen.has(file)) return
-      seen.add(file)
-      const source = readFileSync(file, 'utf8')
-      for (const [, specifier] of source.matchAll(/(?:import|export)[^'"]*?from\s+'([^']+)'/g)) {
-        if (specifier === undefined) continue
-        if (specifier.startsWith('.')) visit(resolve(dirname(file), specifier.replace(/\.js$/, '.ts')))
-        else external.add(specifier)
-      }
-    }
-    visit(root)
-    expect([...seen].some((f) => f.endsWith('core/engine.ts'))).toBe(true)
-    expect([...seen].filter((f) => /node-crypto|create-idempotency/.test(f))).toEqual([])
-    expect([...external]).toEqual(['hono'])
+    const { files, external } = importGraph('adapters/hono/index.ts')
+    expect(files.some((f) => f.endsWith('core/engine.ts'))).toBe(true)
+    expect(files.filter((f) => /node-crypto|create-idempotency/.test(f))).toEqual([])
+    expect(external).toEqual(['hono'])
   })
   it('runs examples/hono/server.ts as documented: a charge, its replay, and 400 without a key', async () => {
     const example = await runExample('hono')
