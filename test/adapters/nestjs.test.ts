@@ -85,7 +85,8 @@ const tenantGuard = {
 }
 
 async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}, factory = false) {
-  const state = { runs: 0, plain: 0, proceed: () => {} }
+  /** `logged`: Fastify's warnings and above; `finished`: the status each response had when it finished. */
+  const state = { runs: 0, plain: 0, proceed: () => {}, logged: [] as string[], finished: [] as number[] }
   const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
 
   class Routes {
@@ -183,11 +184,18 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
   const app =
     platform === 'express'
       ? await NestFactory.create(AppModule, new ExpressAdapter(), options)
-      : await NestFactory.create(AppModule, new FastifyAdapter(), options)
+      : await NestFactory.create(
+          AppModule,
+          new FastifyAdapter({
+            logger: { level: 'warn', stream: { write: (line: string) => state.logged.push(line) } },
+          }),
+          options,
+        )
   // A request id set before the routes belongs to each response: never stored, fresh on a replay.
   if (platform === 'fastify') {
     const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance()
     fastify.addHook('onRequest', async (_req, reply) => void reply.header('x-request-id', crypto.randomUUID()))
+    fastify.addHook('onResponse', async (_req, reply) => void state.finished.push(reply.statusCode))
     // A compressor in onSend, as @fastify/compress is: it runs before the raw response the capture wraps.
     fastify.addHook('onSend', async (request, reply, payload) => {
       if (request.headers['x-gzip'] === undefined || typeof payload !== 'string') return payload
@@ -197,6 +205,7 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
   } else {
     app.use((_req: unknown, res: ServerResponse, next: () => void) => {
       res.setHeader('x-request-id', crypto.randomUUID())
+      res.once('finish', () => state.finished.push(res.statusCode))
       next()
     })
   }
@@ -281,6 +290,10 @@ for (const platform of ['express', 'fastify'] as const) {
       expect((await running.json()).error).toBe('REQUEST_IN_PROGRESS')
       expect((await first).status).toBe(201)
       expect(state.runs).toBe(1)
+      // What access logs see: Nest's late rendering of a replay or rejection changes neither status nor logs.
+      await sleep(50)
+      expect(state.finished.toSorted()).toEqual([201, 409, 422])
+      expect(state.logged).toEqual([])
     })
 
     it("stores an exception filter's rendered 4xx, releases its 5xx before commit and stores it after", async () => {

@@ -20,6 +20,7 @@ export interface PlatformResponse {
 interface FastifyReplyLike {
   readonly raw: ServerResponse
   hijack(): unknown
+  send(payload?: unknown): unknown
   getHeaders(): Record<string, number | string | string[] | undefined>
 }
 
@@ -89,9 +90,12 @@ export function platformResponse(response: unknown): PlatformResponse {
       raw,
       respond(answer) {
         adoptReplyHeaders(response)
-        // Hijacked, Fastify's own send (Nest rendering the interceptor's value) does nothing.
+        // Hijacked: Fastify leaves the raw response to us. Nest still renders the interceptor's value through
+        // `reply.send`, which would log "Reply was already sent" on every replay: it is a no-op for this reply.
         response.hijack()
         sendResponse(raw, answer)
+        seal(raw)
+        response.send = () => response
       },
       capture(execution) {
         adoptReplyHeaders(response)
