@@ -19,6 +19,7 @@ import {
   Module,
   Post,
   Res,
+  StreamableFile,
   UseGuards,
 } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
@@ -128,6 +129,11 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
         return () => clearTimeout(timer)
       })
     }
+    /** A StreamableFile: piped into the response by Express, sent as a stream by Fastify. */
+    file() {
+      state.runs++
+      return new StreamableFile(bytes, { type: 'application/x-bytes', disposition: 'attachment; filename="b.bin"' })
+    }
     /** Streams: a captured route would hold the first chunk until the end. */
     async stream(res: PlatformResponse) {
       state.plain++
@@ -149,6 +155,7 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
   decorate(Routes, 'bytes', Post('bytes'), Idempotent())
   param(Routes, 'bytes', 0, Res())
   decorate(Routes, 'observed', Post('observed'), Idempotent())
+  decorate(Routes, 'file', Post('file'), Idempotent())
   decorate(Routes, 'stream', Post('stream'))
   param(Routes, 'stream', 0, Res())
 
@@ -271,6 +278,20 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(second.headers.location).toBe('/things/1')
       expect(second.headers['content-type']).toBe('application/octet-stream')
       expect(second.headers['x-custom']).toBe('one, two')
+      expect(second.headers['idempotent-replayed']).toBe('true')
+    })
+
+    it('replays a StreamableFile byte for byte with its content type and disposition', async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const first = await snapshot(await send(`${url}/r/file`, k))
+      const second = await snapshot(await send(`${url}/r/file`, k))
+      expect(state.runs).toBe(1)
+      expect(first.body.equals(Buffer.from(Array.from({ length: 256 }, (_, i) => i)))).toBe(true)
+      expect(second.body.equals(first.body)).toBe(true)
+      expect(second.status).toBe(first.status)
+      expect(second.headers['content-type']).toBe('application/x-bytes')
+      expect(second.headers['content-disposition']).toBe('attachment; filename="b.bin"')
       expect(second.headers['idempotent-replayed']).toBe('true')
     })
 
