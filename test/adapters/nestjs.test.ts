@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { gzipSync } from 'node:zlib'
 import {
   type ArgumentsHost,
+  BadRequestException,
   Body,
   Controller,
   Delete,
@@ -17,6 +18,7 @@ import {
   HttpException,
   type HttpServer,
   Module,
+  type PipeTransform,
   Post,
   Res,
   StreamableFile,
@@ -25,7 +27,15 @@ import {
 import { NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
-import { type Idempotency, type IdempotencyOptions, type Lease, MemoryStore, type Store } from 'idempotency-kit'
+import {
+  defaultStoragePolicy,
+  type Idempotency,
+  type IdempotencyOptions,
+  type Lease,
+  MemoryStore,
+  type StoragePolicy,
+  type Store,
+} from 'idempotency-kit'
 import { IDEMPOTENCY_ENGINE, IdempotencyLease, IdempotencyModule, Idempotent } from 'idempotency-kit/nestjs'
 import { Observable } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -69,6 +79,14 @@ class RenderingFilter implements ExceptionFilter {
 }
 
 type Platform = 'express' | 'fastify'
+
+/** What a ValidationPipe does: refuse a body without a positive amount. */
+const amountPipe: PipeTransform = {
+  transform(value: { amount?: unknown }) {
+    if (typeof value.amount !== 'number' || value.amount <= 0) throw new BadRequestException('amount is required')
+    return value
+  },
+}
 
 /** Express `Response` or Fastify `FastifyReply`: both reach the Node response. */
 type PlatformResponse = { header(name: string, value: string): unknown; raw?: ServerResponse } & Partial<ServerResponse>
@@ -129,6 +147,10 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
         return () => clearTimeout(timer)
       })
     }
+    validated(body: { amount: number }) {
+      state.runs++
+      return { charged: body.amount }
+    }
     /** A StreamableFile: piped into the response by Express, sent as a stream by Fastify. */
     file() {
       state.runs++
@@ -156,6 +178,11 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
   param(Routes, 'bytes', 0, Res())
   decorate(Routes, 'observed', Post('observed'), Idempotent())
   decorate(Routes, 'file', Post('file'), Idempotent())
+  // Pipes run after the decision: a refusal of theirs is an outcome, released here so the client may fix its body.
+  const releaseRefusals: StoragePolicy = (status, committed) =>
+    status === 400 && !committed ? 'release' : defaultStoragePolicy(status, committed)
+  decorate(Routes, 'validated', Post('validated'), Idempotent({ storagePolicy: releaseRefusals }))
+  param(Routes, 'validated', 0, Body(amountPipe))
   decorate(Routes, 'stream', Post('stream'))
   param(Routes, 'stream', 0, Res())
 
@@ -347,6 +374,20 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(f.status).toBe(500)
       expect(f.body.equals(e.body)).toBe(true)
       expect(f.headers['idempotent-replayed']).toBe('true')
+    })
+
+    it("applies a route's storagePolicy to a pipe's refusal: released, so the corrected body runs", async () => {
+      const { url, state } = await start(platform)
+      const k = key()
+      const refused = await send(`${url}/r/validated`, k, {})
+      expect(refused.status).toBe(400)
+      expect(refused.headers.get('x-filter')).toBe('rendered')
+      const corrected = await send(`${url}/r/validated`, k, { amount: 5 })
+      expect(corrected.status).toBe(201)
+      expect(await corrected.json()).toEqual({ charged: 5 })
+      const replayed = await send(`${url}/r/validated`, k, { amount: 5 })
+      expect(replayed.headers.get('idempotent-replayed')).toBe('true')
+      expect(state.runs).toBe(1)
     })
 
     it('scopes keys by tenant: the same key in another tenant runs, in the same tenant replays', async () => {
