@@ -484,18 +484,20 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(state.runs).toBe(2)
     })
 
-    it.runIf(platform === 'fastify')('keeps a body an onSend hook encoded as unreplayable: 410 on retry', async () => {
-      const { url, state } = await start(platform)
-      const k = key()
-      const first = await send(`${url}/r/echo`, k, {}, { 'x-gzip': '1' })
-      expect(first.status).toBe(201)
-      expect(first.headers.get('content-encoding')).toBe('gzip')
-      expect((await first.json()).runs).toBe(1)
-      const retry = await send(`${url}/r/echo`, k)
-      expect(retry.status).toBe(410)
-      expect(await retry.json()).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 201 })
-      expect(state.runs).toBe(1)
-    })
+    if (platform === 'fastify') {
+      it('keeps a body an onSend hook encoded as unreplayable: 410 on retry', async () => {
+        const { url, state } = await start(platform)
+        const k = key()
+        const first = await send(`${url}/r/echo`, k, {}, { 'x-gzip': '1' })
+        expect(first.status).toBe(201)
+        expect(first.headers.get('content-encoding')).toBe('gzip')
+        expect((await first.json()).runs).toBe(1)
+        const retry = await send(`${url}/r/echo`, k)
+        expect(retry.status).toBe(410)
+        expect(await retry.json()).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 201 })
+        expect(state.runs).toBe(1)
+      })
+    }
 
     it('passes a response larger than maxResponseBytes through whole and answers its retry 410', async () => {
       const { url, state } = await start(platform, { maxResponseBytes: 1000 })
