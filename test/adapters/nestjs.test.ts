@@ -3,6 +3,7 @@
 // The project's tsconfig has no experimentalDecorators, so the test app applies Nest's decorators as plain
 // calls (what `@X()` compiles to); no constructor injection, so no emitDecoratorMetadata either.
 import 'reflect-metadata'
+import { createHash } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { gzipSync } from 'node:zlib'
@@ -18,13 +19,14 @@ import {
   HttpException,
   type HttpServer,
   Module,
+  type NestInterceptor,
   type PipeTransform,
   Post,
   Res,
   StreamableFile,
   UseGuards,
 } from '@nestjs/common'
-import { NestFactory } from '@nestjs/core'
+import { APP_INTERCEPTOR, NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
 import {
@@ -37,7 +39,7 @@ import {
   type Store,
 } from 'idempotency-kit'
 import { IDEMPOTENCY_ENGINE, IdempotencyLease, IdempotencyModule, Idempotent } from 'idempotency-kit/nestjs'
-import { Observable } from 'rxjs'
+import { Observable, timeout } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
 
 interface App {
@@ -103,7 +105,12 @@ const tenantGuard = {
   },
 }
 
-async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}, factory = false) {
+async function start(
+  platform: Platform,
+  extra: Partial<IdempotencyOptions> = {},
+  factory = false,
+  outer: NestInterceptor[] = [],
+) {
   /** `logged`: Fastify's warnings and above; `finished`: the status each response had when it finished. */
   const state = { runs: 0, plain: 0, proceed: () => {}, logged: [] as string[], finished: [] as number[] }
   const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
@@ -212,6 +219,8 @@ async function start(platform: Platform, extra: Partial<IdempotencyOptions> = {}
         : IdempotencyModule.forRoot(moduleOptions),
     ],
     controllers: [Routes, Waiting],
+    // Registered by the app module: they wrap the idempotency interceptor.
+    providers: outer.map((useValue) => ({ provide: APP_INTERCEPTOR, useValue })),
   })(AppModule)
 
   const options = { rawBody: true, logger: false as const }
@@ -527,6 +536,31 @@ for (const platform of ['express', 'fastify'] as const) {
       expect(response.headers.get('content-type')).toBe('application/problem+json')
       expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
       expect((await response.json()).error).toBe('IDEMPOTENCY_STORE_UNAVAILABLE')
+      expect(state.runs).toBe(0)
+    })
+
+    it('frees the key when an outer timeout interceptor gave up before the key was acquired', async () => {
+      const memory = new MemoryStore()
+      const slow: Store = {
+        begin: async (input) => {
+          await sleep(300)
+          return memory.begin(input)
+        },
+        complete: (i) => memory.complete(i),
+        release: (i) => memory.release(i),
+        extend: (i) => memory.extend(i),
+        get: (k) => memory.get(k),
+        delete: (k, o) => memory.delete(k, o),
+      }
+      const outer: NestInterceptor = { intercept: (_context, next) => next.handle().pipe(timeout(100)) }
+      const { url, state } = await start(platform, { store: slow }, false, [outer])
+      const k = key()
+      const response = await send(`${url}/r/echo`, k)
+      expect(response.status).toBe(500)
+      expect(response.headers.get('x-filter')).toBe('rendered')
+      await sleep(400)
+      const record = await memory.get(createHash('sha256').update(`\0${k}`).digest('hex'))
+      expect(record?.state).toBe('released')
       expect(state.runs).toBe(0)
     })
 
