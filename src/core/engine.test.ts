@@ -188,6 +188,18 @@ describe('createEngine', () => {
     expect(after.kind === 'respond' && after.response.status).toBe(503)
   })
 
+  it('ends the lease once the outcome is stored or released: a handler still running cannot act on the key', async () => {
+    const events: IdempotencyEvent[] = []
+    const e = engine({ onEvent: (event) => events.push(event) })
+    const execution = executing(await e.handle(request('answered-early')))
+    expect(() => execution.lease.assertHeld()).not.toThrow()
+    // An outer timeout answered 504 for the handler, which keeps running: the key is released.
+    await execution.finish({ ...ok, status: 504 })
+    expect(execution.lease.signal.aborted).toBe(true)
+    expect(() => execution.lease.assertHeld()).toThrow(IdempotencyLeaseLostError)
+    expect(events.map((event) => event.type)).toEqual(['acquired', 'released'])
+  })
+
   it('stops extending and aborts after maxExecutionMs', async () => {
     const e = engine({ leaseMs: 3000, maxExecutionMs: 100 })
     const execution = executing(await e.handle(request('forever')))

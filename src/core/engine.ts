@@ -305,7 +305,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
           }
         }
       } finally {
-        lease.stop()
+        lease.end()
         running.delete(entry)
         settle()
       }

@@ -39,6 +39,8 @@ export class HeldLease implements Lease {
   committed = false
   releaseRequested = false
   abortReason: AbortReason | undefined
+  /** Set once the engine completed or released the record: nothing this holder does is protected any more. */
+  ended = false
 
   readonly #options: ResolvedOptions
   readonly #controller = new AbortController()
@@ -81,7 +83,7 @@ export class HeldLease implements Lease {
 
   assertHeld(): void {
     // Synchronous on purpose: after an event-loop stall no timer has run yet, but the clock has moved.
-    if (this.#controller.signal.aborted || now() >= this.#deadline) {
+    if (this.ended || this.#controller.signal.aborted || now() >= this.#deadline) {
       if (!this.#controller.signal.aborted) this.abort('lease_expired')
       throw new IdempotencyLeaseLostError(
         `the lease on ${this.key} (fence ${this.fence}) is no longer held: another request may run it`,
@@ -104,6 +106,20 @@ export class HeldLease implements Lease {
     this.stop()
     this.#controller.abort(new IdempotencyLeaseLostError(`lease aborted: ${reason}`))
     this.#onAbort(reason)
+  }
+
+  /**
+   * The engine stored or released this execution's outcome: a handler still running (an outer timeout answered
+   * for it) must not act on the key any more. The signal fires; no event, this is not a lost lease.
+   */
+  end(): void {
+    this.ended = true
+    this.stop()
+    if (!this.#controller.signal.aborted) {
+      this.#controller.abort(
+        new IdempotencyLeaseLostError('the outcome of this execution was already stored or released'),
+      )
+    }
   }
 
   /** Stops the heartbeat and every timer; answers of an extend still in flight are ignored. */
