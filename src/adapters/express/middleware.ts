@@ -8,9 +8,9 @@ import { isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
 import { createIdempotency } from '../../create-idempotency.js'
-import { captureResponse } from './capture-response.js'
+import { captureResponse } from '../node/capture-response.js'
+import { sendResponse } from '../node/send-response.js'
 import { RAW_BODY } from './raw-body.js'
-import { sendResponse } from './send-response.js'
 
 declare global {
   namespace Express {

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express'
 import { isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import { bodyParserProblem } from '../../core/problem.js'
-import { sendResponse } from './send-response.js'
+import { sendResponse } from '../node/send-response.js'
 
 /** Where the raw request bytes are kept on the request. */
 export const RAW_BODY = Symbol.for('idempotency-kit.raw-body')

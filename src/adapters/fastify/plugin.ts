@@ -11,7 +11,7 @@ import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, ResolvedRoute, RouteOptions } from '../../core/options.js'
 import { bodyParserProblem } from '../../core/problem.js'
 import { createIdempotency } from '../../create-idempotency.js'
-import { sendResponse } from '../express/send-response.js'
+import { sendResponse } from '../node/send-response.js'
 import { type TappedBody, tapRawBody } from './raw-body-tap.js'
 
 declare module 'fastify' {

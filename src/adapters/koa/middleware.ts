@@ -7,7 +7,7 @@ import { type FingerprintBody, isJsonMediaType, mediaTypeOf } from '../../core/f
 import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
 import { createIdempotency } from '../../create-idempotency.js'
-import { captureResponse } from '../express/capture-response.js'
+import { captureResponse } from '../node/capture-response.js'
 import { clearRouteHeaders, renderResponse, type Settled, settleResponse, snapshotHeaders } from './koa-response.js'
 
 /** What the middleware adds to `ctx.state`: the lease while it holds the key. */

@@ -3,8 +3,8 @@ import { ServerResponse } from 'node:http'
 import type { Execution } from '../../core/engine.js'
 import { IdempotencyConfigError } from '../../core/errors.js'
 import type { HttpResponse } from '../../core/http.js'
-import { captureResponse } from '../express/capture-response.js'
-import { sendResponse } from '../express/send-response.js'
+import { captureResponse } from '../node/capture-response.js'
+import { sendResponse } from '../node/send-response.js'
 
 /** What the interceptor does with the platform's response object. */
 export interface PlatformResponse {

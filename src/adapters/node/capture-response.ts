@@ -1,4 +1,4 @@
-/** Captures what a route writes (the calls, not the events) and sends it only after the engine stored it. */
+/** Captures what a Node `ServerResponse` is sent (the calls, not the events) and sends it only after the engine stored it. */
 import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Execution } from '../../core/engine.js'
 import { sendResponse } from './send-response.js'
