@@ -70,6 +70,15 @@ export interface Idempotency {
 const encoder = new TextEncoder()
 const now = () => performance.now()
 
+// A stack frame as error pages render it ("    at fn (file.js:10:5)", in text or HTML). Such a page is sent to
+// this one client as the app chose, but never stored for a day of replays (design-review H13).
+const STACK_FRAME = /(?:^|\n|<br>)(?:[ \t]|&nbsp;)+at [^\n<]*:\d+:\d+/
+const latin1 = new TextDecoder('latin1')
+
+function rendersStackTrace(outcome: { readonly status: number; readonly body: Uint8Array }): boolean {
+  return outcome.status >= 500 && STACK_FRAME.test(latin1.decode(outcome.body.subarray(0, 64 * 1024)))
+}
+
 /**
  * Creates the engine.
  *
@@ -290,7 +299,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
             return await release(outcome.status)
           case 'store':
             return await complete(
-              outcome.kind === 'response'
+              outcome.kind === 'response' && !rendersStackTrace(outcome)
                 ? {
                     status: outcome.status,
                     headers: storableHeaders(outcome.headers, markerNames),
@@ -377,7 +386,11 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
         sentAt = waited.sentAt
       }
     } catch (error) {
-      if (error instanceof IdempotencyStoreError && error.reason === 'timeout') releaseLater(key, token)
+      // A begin may have applied though we got no answer: a timeout, or a connection that dropped after the
+      // command was sent. The token guards the release, so it is safe to send whatever happened.
+      if (error instanceof IdempotencyStoreError && (error.reason === 'timeout' || error.reason === 'unavailable')) {
+        releaseLater(key, token)
+      }
       return storeFailed(error)
     }
 

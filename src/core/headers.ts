@@ -2,6 +2,9 @@
 
 const NEVER_STORED = new Set([
   'set-cookie',
+  // Credentials, should a route echo one onto its response: never kept at rest, never replayed to another.
+  'authorization',
+  'cookie',
   'connection',
   'keep-alive',
   'te',

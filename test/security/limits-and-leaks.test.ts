@@ -140,8 +140,8 @@ describe('prototype pollution through bodies', () => {
 describe('stack traces', () => {
   // H13. Express's default finalhandler renders the stack into the 500 outside production. After commit()
   // the storage policy stores a 5xx, so the stack is kept for the retention and replayed to every retry.
-  // Known gap (it.fails): the engine stores it. The fix belongs to the engine or the adapter (see the report).
-  it.fails('never stores or replays a stack trace that Express rendered after commit', async () => {
+  // A 5xx body with a rendered stack frame is sent to its client, then kept as unreplayable (410 on retry).
+  it('never stores or replays a stack trace that Express rendered after commit', async () => {
     // finalhandler also logs the error (deferred) outside test and production; keep that out of the output.
     const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
     try {
@@ -181,10 +181,9 @@ describe('stack traces', () => {
 })
 
 describe('credentials in response headers', () => {
-  // Known gap (it.fails): the denylist (src/core/headers.ts) has Set-Cookie and Proxy-*, but not
-  // Authorization or Cookie. A route that echoes the caller's credential in a response header (a bad
+  // A route that echoes the caller's credential in a response header (a bad
   // practice, but it happens: debugging middleware, token exchange) gets it stored for the retention.
-  it.fails('never stores or replays an Authorization or Cookie header a route set on its response', async () => {
+  it('never stores or replays an Authorization or Cookie header a route set on its response', async () => {
     const credential = `Bearer cred-${randomBytes(6).toString('hex')}`
     const app = express()
     app.use(json())

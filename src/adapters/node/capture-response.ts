@@ -155,6 +155,9 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
           sendResponse(res, replacement)
         } else {
           res.statusCode = finalStatus
+          // The body goes out whole with its length: a framing the route chose for a stream would contradict it.
+          res.removeHeader('transfer-encoding')
+          res.removeHeader('trailer')
           res.setHeader('content-length', body.byteLength)
           res.end(body)
         }
