@@ -1,11 +1,11 @@
 // encryptedStore over real Redis and PostgreSQL: the whole store contract, and nothing readable in the raw hash.
 import { randomBytes } from 'node:crypto'
 import type { StoredResponse } from 'idempotency-kit'
+import { encryptedStore } from 'idempotency-kit/encryption'
 import { migrate, PostgresStore } from 'idempotency-kit/postgres'
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
 import { describeStoreContract, randomStorageKey, randomToken } from 'idempotency-kit/testing'
 import { afterAll, describe, expect, it } from 'vitest'
-import { encryptedStore } from '../../src/encryption/index.js'
 import { connectRedis } from '../faults/every-store.js'
 import { createPostgresTestSchema } from '../support/postgres.js'
 
