@@ -1,6 +1,5 @@
 // The Koa adapter over a real socket: every way a route sets a body, replay, policy, rejections, throws, raw body.
 
-import { spawn } from 'node:child_process'
 import { createServer, type Server } from 'node:http'
 import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -9,7 +8,8 @@ import { createIdempotency, type IdempotencyEvent, type Lease, MemoryStore, type
 import { type IdempotencyState, idempotency, type KoaIdempotencyOptions } from 'idempotency-kit/koa'
 import Koa, { type ParameterizedContext } from 'koa'
 import { afterEach, describe, expect, it } from 'vitest'
-import { closeServer, listen, problemOf, type RawResponse, REPO_ROOT, request } from '../support/http.js'
+import { startDemoProcess } from '../support/demo-process.js'
+import { closeServer, listen, problemOf, type RawResponse, request } from '../support/http.js'
 
 type Ctx = ParameterizedContext<IdempotencyState>
 const servers: Server[] = []
@@ -26,33 +26,6 @@ async function serve(app: Koa<IdempotencyState>): Promise<string> {
 }
 
 const key = () => crypto.randomUUID()
-
-/** Runs examples/<name>/server.ts as its README says, on a free port; answers its URL and a stop function. */
-async function runExample(name: string): Promise<{ url: string; stop: () => void }> {
-  const child = spawn(
-    process.execPath,
-    ['--conditions=idempotency-kit-source', '--import', 'tsx', `examples/${name}/server.ts`],
-    { cwd: REPO_ROOT, env: { ...process.env, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  let output = ''
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill()
-      reject(new Error(`no "listening on" within 20 s:\n${output}`))
-    }, 20_000)
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString('utf8')
-      const match = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output)
-      if (match?.[1] === undefined) return
-      clearTimeout(timer)
-      resolve(match[1])
-    }
-    child.stdout.on('data', onData)
-    child.stderr.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`example exited (${code}):\n${output}`)))
-  })
-  return { url, stop: () => child.kill() }
-}
 
 function post(
   url: string,
@@ -609,7 +582,7 @@ describe('Koa adapter', () => {
     expect(counter.runs).toBe(2)
   })
   it('runs examples/koa/server.ts as documented: a charge, its replay, and 400 without a key', async () => {
-    const example = await runExample('koa')
+    const example = await startDemoProcess({}, { script: 'examples/koa/server.ts' })
     try {
       const url = `${example.url}/api/payments/charge`
       const charge = { amount: 5000, customerId: 'cus_123' }
@@ -622,7 +595,7 @@ describe('Koa adapter', () => {
       expect(second.header('idempotent-replayed')).toBe('true')
       expect(problemOf(await post(url, undefined, charge)).error).toBe('IDEMPOTENCY_KEY_REQUIRED')
     } finally {
-      example.stop()
+      await example.stop()
     }
   })
 })

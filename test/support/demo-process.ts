@@ -1,11 +1,13 @@
-// The payments demo as a real child process (node + tsx, no npm in between), stopped or killed by PID.
+// The payments demo (or any example server) as a real child process (node + tsx, no npm in between), stopped or
+// killed by PID.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { REPO_ROOT } from './http.js'
 
-/** The demo's own command line (`npm start` without npm, so the PID we hold is the server's). */
-const DEMO_ARGS = ['--conditions=idempotency-kit-source', '--import', 'tsx', 'examples/payments/server.ts']
+/** How `npm start` runs a server, without npm, so the PID we hold is the server's. */
+const NODE_ARGS = ['--conditions=idempotency-kit-source', '--import', 'tsx']
 
-const LISTENING = /payments demo listening on (http:\/\/127\.0\.0\.1:(\d+))/
+/** Every example server prints this line once it listens. */
+const LISTENING = /listening on (http:\/\/127\.0\.0\.1:(\d+))/
 
 /** One running `examples/payments/server.ts`. */
 export interface DemoProcess {
@@ -39,12 +41,15 @@ process.once('exit', () => {
  * Spawns the demo with `env` on PORT=0 and resolves once it prints the port it listens on; rejects (and
  * kills it) if it exits first or prints nothing within `timeoutMs`.
  */
-export function startDemoProcess(env: Readonly<Record<string, string>>, timeoutMs = 20_000): Promise<DemoProcess> {
+export function startDemoProcess(
+  env: Readonly<Record<string, string>>,
+  { timeoutMs = 20_000, script = 'examples/payments/server.ts' }: { timeoutMs?: number; script?: string } = {},
+): Promise<DemoProcess> {
   const inherited: NodeJS.ProcessEnv = { ...process.env }
   // A STORE_URL or REDIS_URL of the test run must not leak into a demo that was given neither.
   delete inherited.STORE_URL
   delete inherited.REDIS_URL
-  const child = spawn(process.execPath, DEMO_ARGS, {
+  const child = spawn(process.execPath, [...NODE_ARGS, script], {
     cwd: REPO_ROOT,
     env: { ...inherited, PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
