@@ -1,65 +1,24 @@
 // Redis and PostgreSQL made slow, or made to apply commands and lose the replies, under the demo app.
 import { createHash, randomUUID } from 'node:crypto'
-import type { Server } from 'node:http'
 import type { Store } from 'idempotency-kit'
 import { PostgresStore } from 'idempotency-kit/postgres'
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createPaymentsApp } from '../../examples/payments/app.js'
-import { FakeGateway } from '../../examples/payments/gateway.js'
-import { openStore } from '../../examples/payments/store-from-url.js'
-import { charge, charges, closeServer, listen, problemOf, type RawResponse } from '../support/http.js'
+import { type DemoApp, expectUnavailable, runCleanups, startDemoApp } from '../support/demo-app.js'
+import { charge } from '../support/http.js'
 import { createPostgresTestSchema, type PostgresTestSchema } from '../support/postgres.js'
 import { connectRedis } from './every-store.js'
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js'
 
-/** The engine's default `beginTimeoutMs`, which the demo keeps. */
-const BEGIN_TIMEOUT_MS = 2_000
 /** Longer than the begin deadline, shorter than the demo's ioredis socketTimeout and pg query_timeout (3 s). */
 const SLOW_MS = 2_600
-/** Scheduling room on a loaded machine; far below a hang. */
-const SLACK_MS = 1_000
 /** "Free within about 2 s of recovery": the engine's background release has this long once the store answers. */
 const FREE_WITHIN_MS = 2_500
-
-interface Demo {
-  readonly url: string
-  attempts(): Promise<number>
-}
-
-/** The demo app in this process over `storeUrl`, through openStore and its fail-fast client options. */
-async function startApp(storeUrl: string, cleanups: Array<() => Promise<void>>): Promise<Demo> {
-  const opened = await openStore(storeUrl)
-  cleanups.push(() => opened.close())
-  const { app } = createPaymentsApp({ store: opened.store, gateway: new FakeGateway(0) })
-  const server: Server = app.listen(0, '127.0.0.1')
-  const url = await listen(server)
-  cleanups.push(() => closeServer(server))
-  return { url, attempts: async () => (await charges(url)).attempts }
-}
-
-async function runAll(cleanups: Array<() => Promise<void>>): Promise<void> {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined)
-}
 
 /** The demo's storage key for an unscoped (no Authorization) idempotency key. */
 function storageKey(key: string): string {
   return createHash('sha256').update(`\0${key}`).digest('hex')
-}
-
-/** 503 with the code and Retry-After, answered before the begin deadline passed by much, and no charge. */
-async function expectUnavailable(demo: Demo, key: string): Promise<RawResponse> {
-  const attempts = await demo.attempts()
-  const startedAt = performance.now()
-  const res = await charge(demo.url, key)
-  const elapsed = performance.now() - startedAt
-  expect(res.status, res.body.toString()).toBe(503)
-  expect(problemOf(res).error).toBe('IDEMPOTENCY_STORE_UNAVAILABLE')
-  expect(res.header('retry-after')).toMatch(/^[1-9]\d*$/)
-  expect(elapsed).toBeLessThan(BEGIN_TIMEOUT_MS + SLACK_MS)
-  expect(await demo.attempts()).toBe(attempts)
-  return res
 }
 
 /**
@@ -82,7 +41,7 @@ async function expectFreedSoon(inspect: Store, key: string): Promise<string[]> {
 }
 
 /** The refused key now runs exactly once, and then replays byte for byte. */
-async function expectRunsOnce(demo: Demo, key: string): Promise<void> {
+async function expectRunsOnce(demo: DemoApp, key: string): Promise<void> {
   const attempts = await demo.attempts()
   let res = await charge(demo.url, key)
   // The driver may still be reconnecting for a moment (503): a client honouring Retry-After retries.
@@ -100,7 +59,7 @@ async function expectRunsOnce(demo: Demo, key: string): Promise<void> {
 }
 
 /** The four scenarios, the same for both stores. */
-function scenarios(ctx: () => { demo: Demo; proxy: FaultProxy; inspect: Store }) {
+function scenarios(ctx: () => { demo: DemoApp; proxy: FaultProxy; inspect: Store }) {
   const lostKey = randomUUID()
 
   it('slow (every reply 2.6 s late): 503 at the begin deadline, no charge; back by itself, key free, runs once', async () => {
@@ -141,7 +100,7 @@ function scenarios(ctx: () => { demo: Demo; proxy: FaultProxy; inspect: Store })
 
 describe('Redis behind a fault proxy (the demo with its fail-fast ioredis options)', () => {
   const cleanups: Array<() => Promise<void>> = []
-  let demo: Demo
+  let demo: DemoApp
   let proxy: FaultProxy
   let inspect: Store
   beforeAll(async () => {
@@ -155,17 +114,17 @@ describe('Redis behind a fault proxy (the demo with its fail-fast ioredis option
     inspect = new RedisStore({ client: ioredisClient(admin), prefix })
     proxy = await startFaultProxy(6379)
     cleanups.push(() => proxy.close())
-    demo = await startApp(`redis://127.0.0.1:${proxy.port}?prefix=${prefix}`, cleanups)
+    demo = await startDemoApp(`redis://127.0.0.1:${proxy.port}?prefix=${prefix}`, cleanups)
     expect((await charge(demo.url, randomUUID())).status).toBe(200)
   })
-  afterAll(() => runAll(cleanups))
+  afterAll(() => runCleanups(cleanups))
 
   scenarios(() => ({ demo, proxy, inspect }))
 })
 
 describe('PostgreSQL behind a fault proxy (the demo with its pool options)', () => {
   const cleanups: Array<() => Promise<void>> = []
-  let demo: Demo
+  let demo: DemoApp
   let proxy: FaultProxy
   let inspect: Store
   beforeAll(async () => {
@@ -174,10 +133,10 @@ describe('PostgreSQL behind a fault proxy (the demo with its pool options)', () 
     inspect = new PostgresStore({ pool: db.pool, schema: db.schema })
     proxy = await startFaultProxy(5432)
     cleanups.push(() => proxy.close())
-    demo = await startApp(`postgres://postgres@127.0.0.1:${proxy.port}/test?schema=${db.schema}`, cleanups)
+    demo = await startDemoApp(`postgres://postgres@127.0.0.1:${proxy.port}/test?schema=${db.schema}`, cleanups)
     expect((await charge(demo.url, randomUUID())).status).toBe(200)
   })
-  afterAll(() => runAll(cleanups))
+  afterAll(() => runCleanups(cleanups))
 
   scenarios(() => ({ demo, proxy, inspect }))
 })
