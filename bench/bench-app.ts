@@ -13,6 +13,12 @@ export interface ChargeGuard {
   close(): Promise<void>
 }
 
+/** This process's CPU time so far (user + system), in µs: per-request cost that a busy machine disturbs less. */
+export function cpuMicros(): number {
+  const { user, system } = process.cpuUsage()
+  return user + system
+}
+
 /** The gateway latency of the slow scenario: long enough that 100 duplicates overlap the first. */
 export const SLOW_GATEWAY_MS = 250
 
@@ -46,7 +52,7 @@ export function createBenchApp(guard: ChargeGuard, counters: Counters) {
   app.disable('etag')
 
   app.get('/__bench/stats', (_req, res) => {
-    res.json({ ...counters, attempts: fast.attempts + slow.attempts })
+    res.json({ ...counters, attempts: fast.attempts + slow.attempts, cpuMicros: cpuMicros() })
   })
   app.post('/__bench/slow', (req, res) => {
     gateway = req.query.on === '1' ? slow : fast

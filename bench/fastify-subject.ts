@@ -1,7 +1,7 @@
 // The Fastify subjects: the demo route on bare Fastify, and behind idempotency-kit/fastify once that adapter exists.
 import type { Server } from 'node:http'
 import type { Store } from 'idempotency-kit'
-import { SLOW_GATEWAY_MS, validateCharge } from './bench-app.js'
+import { cpuMicros, SLOW_GATEWAY_MS, validateCharge } from './bench-app.js'
 import { BenchGateway } from './bench-gateway.js'
 import type { Counters } from './counting.js'
 
@@ -18,7 +18,11 @@ export async function startFastifySubject(
   const slow = new BenchGateway(SLOW_GATEWAY_MS)
   let gateway = fast
 
-  app.get('/__bench/stats', async () => ({ ...counters, attempts: fast.attempts + slow.attempts }))
+  app.get('/__bench/stats', async () => ({
+    ...counters,
+    attempts: fast.attempts + slow.attempts,
+    cpuMicros: cpuMicros(),
+  }))
   app.post('/__bench/slow', async (req) => {
     gateway = (req.query as { on?: string }).on === '1' ? slow : fast
     return { slow: gateway === slow }

@@ -29,6 +29,8 @@ export interface HttpRow {
   readonly p50_ms: number
   readonly p99_ms: number
   readonly round_trips: number
+  /** The server process's CPU time (user + system) per request served, µs: steadier than req/s on a shared machine. */
+  readonly cpu_us_per_req: number
   readonly executions: number
   readonly non_2xx: number
   readonly errors: number
@@ -63,6 +65,7 @@ interface Stats {
   requests: number
   roundTrips: number
   attempts: number
+  cpuMicros: number
 }
 
 interface RunningServer {
@@ -283,6 +286,7 @@ async function measure(
     p50_ms: result.latency.p50,
     p99_ms: result.latency.p99,
     round_trips: served === 0 ? 0 : round((after.roundTrips - before.roundTrips) / served, 3),
+    cpu_us_per_req: served === 0 ? 0 : round((after.cpuMicros - before.cpuMicros) / served, 1),
     executions: after.attempts - before.attempts,
     non_2xx: result.non2xx,
     errors: result.errors + result.timeouts,

@@ -17,7 +17,11 @@ export interface MachineFacts {
 }
 
 /** A row of the results file: a measured HTTP row plus its ratio to the same-framework baseline (same run). */
-export type ResultRow = HttpRow & { readonly ratio_to_baseline: number | null }
+export type ResultRow = HttpRow & {
+  readonly ratio_to_baseline: number | null
+  /** The baseline's server CPU per request over this row's: the throughput ratio a CPU-bound server would see. */
+  readonly cpu_ratio_to_baseline: number | null
+}
 
 /** The results file, `bench/results/latest.json`. */
 export interface Results {
@@ -27,11 +31,23 @@ export interface Results {
   /** False: the machine was shared while measuring; regenerate on a quiet one before trusting small gaps. */
   readonly quiet: boolean
   readonly options: Readonly<Record<string, unknown>>
+  /** The commit at the start and at the end of the run, and whether src/ had uncommitted changes. */
+  readonly revision?: {
+    readonly at_start: Revision
+    readonly at_end: Revision
+  }
   readonly runs: readonly ResultRow[]
   readonly engine: { readonly rows: readonly EngineRow[]; readonly redis_floor: readonly RedisFloorRow[] }
   readonly profile: Readonly<Record<string, readonly ProfileEntry[]>>
   readonly targets: readonly Target[]
   readonly not_measured: ReadonlyArray<{ readonly subject: string; readonly store: string; readonly why: string }>
+}
+
+/** A commit, its src/ tree (equal trees: the same sources) and whether src/ had uncommitted changes. */
+export interface Revision {
+  readonly commit: string
+  readonly src_tree?: string
+  readonly src_dirty: boolean
 }
 
 /** One target of the issue, judged on this run's numbers; never asserted by a test. */
@@ -59,8 +75,13 @@ export function withRatios(rows: readonly HttpRow[]): ResultRow[] {
   return rows.map((row) => {
     const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
     const base = rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
+    const slow = row.scenario === 'concurrent-slow'
     const ratio = base === undefined || base.rps === 0 ? null : Math.round((row.rps / base.rps) * 1000) / 1000
-    return { ...row, ratio_to_baseline: row.scenario === 'concurrent-slow' ? null : ratio }
+    const cpu =
+      base === undefined || row.cpu_us_per_req === 0
+        ? null
+        : Math.round((base.cpu_us_per_req / row.cpu_us_per_req) * 1000) / 1000
+    return { ...row, ratio_to_baseline: slow ? null : ratio, cpu_ratio_to_baseline: slow ? null : cpu }
   })
 }
 
@@ -73,7 +94,7 @@ export function meanOf(
   rows: readonly ResultRow[],
   id: string,
   scenario: Scenario,
-  field: 'rps' | 'p99_ms' | 'round_trips',
+  field: 'rps' | 'p99_ms' | 'round_trips' | 'cpu_us_per_req',
 ) {
   return mean(rows.filter((r) => r.id === id && r.scenario === scenario).map((r) => r[field]))
 }
@@ -85,14 +106,27 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
   const targets: Target[] = []
   const ratio = (a: string, b: string, s: Scenario, f: 'rps' | 'p99_ms' = 'rps') =>
     meanOf(rows, a, s, f) / meanOf(rows, b, s, f)
+  // The same comparison by server CPU per request (b's over a's): what the ratio would be on a CPU-bound server.
+  const cpu = (a: string, b: string, s: Scenario) =>
+    `; server CPU: ${fmt(meanOf(rows, b, s, 'cpu_us_per_req') / meanOf(rows, a, s, 'cpu_us_per_req'))}×`
   const judge = (target: string, value: number, ok: (v: number) => boolean, measured: string) =>
     targets.push({ target, measured, met: Number.isFinite(value) ? ok(value) : null })
   for (const s of ['unique', 'replay'] as const) {
     const r = ratio('kit-memory', 'baseline', s)
-    judge(`memory store ≥ 0.90× baseline throughput (${s})`, r, (v) => v >= 0.9, `${fmt(r)}×`)
+    judge(
+      `memory store ≥ 0.90× baseline throughput (${s})`,
+      r,
+      (v) => v >= 0.9,
+      `${fmt(r)}×${cpu('kit-memory', 'baseline', s)}`,
+    )
   }
   const seed = ratio('kit-redis', 'seed-redis', 'unique')
-  judge('Redis first-request throughput ≥ 1.3× the seed design', seed, (v) => v >= 1.3, `${fmt(seed)}×`)
+  judge(
+    'Redis first-request throughput ≥ 1.3× the seed design',
+    seed,
+    (v) => v >= 1.3,
+    `${fmt(seed)}×${cpu('kit-redis', 'seed-redis', 'unique')}`,
+  )
   const peers = ['node-idempotency-redis', 'powertools-redis'].map((p) => ratio('kit-redis', p, 'unique'))
   const worst = Math.min(...peers)
   judge('Redis first-request throughput ahead of every Redis peer', worst, (v) => v > 1, `${fmt(worst)}× the closest`)
@@ -106,10 +140,15 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
   }
   for (const s of ['unique', 'replay'] as const) {
     const r = ratio('fastify-kit-memory', 'fastify-baseline', s)
-    judge(`Fastify, memory store ≥ 0.85× bare Fastify (${s})`, r, (v) => v >= 0.85, `${fmt(r)}×`)
+    judge(
+      `Fastify, memory store ≥ 0.85× bare Fastify (${s})`,
+      r,
+      (v) => v >= 0.85,
+      `${fmt(r)}×${cpu('fastify-kit-memory', 'fastify-baseline', s)}`,
+    )
   }
   const engineRate = (path: 'first' | 'replay') =>
-    engine.find((e) => e.store === 'memory' && e.path === path && e.body === 'small')?.decisions_per_s ?? Number.NaN
+    engine.find((e) => e.store === 'memory' && e.path === path && e.body === 'small')?.decisions_per_cpu_s ?? Number.NaN
   const first = engineRate('first')
   judge(
     'engine ≥ 100,000 first-request decisions/s/core (small body)',
@@ -154,6 +193,20 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
       `load average at start ${m.load_average_at_start.join(' / ')}.`,
     '',
   )
+  const rev = results.revision
+  if (rev !== undefined) {
+    const dirty = rev.at_start.src_dirty || rev.at_end.src_dirty ? ' (with uncommitted changes under src/)' : ''
+    lines.push(
+      rev.at_start.commit === rev.at_end.commit
+        ? `Measured commit: \`${rev.at_start.commit.slice(0, 7)}\`${dirty}.`
+        : `The repository moved during the run: \`${rev.at_start.commit.slice(0, 7)}\` at its start, ` +
+            `\`${rev.at_end.commit.slice(0, 7)}\` at its end${dirty}` +
+            (rev.at_start.src_tree !== undefined && rev.at_start.src_tree === rev.at_end.src_tree
+              ? ', with the same src/ tree: every server measured the same sources.'
+              : '; each server measured the sources of its own start.'),
+      '',
+    )
+  }
   if (!results.quiet) {
     lines.push(
       '> **These numbers were taken on a shared, busy machine** (other test suites were running on its two cores).',
@@ -178,8 +231,8 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
     if (rows.length === 0) continue
     lines.push('', `### ${SCENARIO_NAMES[scenario]}`, '')
     lines.push(
-      '| subject | store | framework | run | req/s | × baseline | p50 ms | p99 ms | round trips / req | executions | statuses |',
-      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      '| subject | store | framework | run | req/s | × baseline | server CPU µs/req | × baseline (CPU) | p50 ms | p99 ms | round trips / req | executions | statuses |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     )
     for (const r of rows) {
       const statuses = Object.entries(r.status_codes)
@@ -187,6 +240,7 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
         .join(', ')
       lines.push(
         `| ${r.subject} | ${r.store} | ${r.framework} | ${r.run} | ${Math.round(r.rps)} | ${r.ratio_to_baseline ?? '–'} | ` +
+          `${r.cpu_us_per_req} | ${r.cpu_ratio_to_baseline ?? '–'} | ` +
           `${r.p50_ms} | ${r.p99_ms} | ${r.round_trips} | ${r.executions} | ${statuses}${r.errors > 0 ? `, errors: ${r.errors}` : ''} |`,
       )
     }

@@ -1,12 +1,20 @@
 // `npm run bench`: every subject over HTTP, one at a time, then the in-process engine and its CPU profile.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { EngineRow, RedisFloorRow } from './engine-bench.js'
 import { REPO_ROOT, runHttpBench, type Scenario } from './http-bench.js'
 import { type ProfileEntry, summariseProfile } from './profile-summary.js'
-import { chartSvg, judgeTargets, machineFacts, type Results, resultsMarkdown, withRatios } from './report.js'
+import {
+  chartSvg,
+  judgeTargets,
+  machineFacts,
+  type Results,
+  type Revision,
+  resultsMarkdown,
+  withRatios,
+} from './report.js'
 import { NOT_MEASURED, SUBJECTS } from './subjects.js'
 
 const args = process.argv.slice(2)
@@ -48,6 +56,21 @@ const options = {
 const full = !quick && only === undefined && value('duration') === undefined && value('runs') === undefined
 const out = value('out') ?? (full ? join(REPO_ROOT, 'bench/results/latest.json') : join(tmpdir(), 'bench-latest.json'))
 
+/** Writes the chart and the generated block of docs/BENCHMARKS.md from a results file's content. */
+function writeDocs(results: Results): void {
+  const chart = join(REPO_ROOT, 'docs/benchmarks-chart.svg')
+  writeFileSync(chart, chartSvg(results))
+  const docs = join(REPO_ROOT, 'docs/BENCHMARKS.md')
+  const text = readFileSync(docs, 'utf8')
+  const start = '<!-- results:start -->'
+  const end = '<!-- results:end -->'
+  const [head, rest] = text.split(start)
+  const tail = rest?.split(end)[1]
+  if (head === undefined || tail === undefined) throw new Error(`docs/BENCHMARKS.md lacks ${start} … ${end}`)
+  writeFileSync(docs, `${head}${start}\n${resultsMarkdown(results, 'benchmarks-chart.svg')}${end}${tail}`)
+  log('wrote docs/BENCHMARKS.md and docs/benchmarks-chart.svg')
+}
+
 /** Runs a bench script in its own process (optionally under --cpu-prof) and parses its one JSON line. */
 function child<T>(script: string, scriptArgs: string[], profileDir?: string): Promise<T> {
   const node = ['--conditions=idempotency-kit-source', '--import', 'tsx']
@@ -69,7 +92,31 @@ function child<T>(script: string, scriptArgs: string[], profileDir?: string): Pr
   })
 }
 
+// `--from=FILE`: render the docs and chart again from a results file, without measuring anything.
+const from = value('from')
+if (from !== undefined) {
+  // The targets are judged again by this code from the stored rows (the measurements are not touched).
+  const stored = JSON.parse(readFileSync(from, 'utf8')) as Results
+  writeDocs({ ...stored, targets: judgeTargets(stored.runs, stored.engine.rows) })
+  process.exit(0)
+}
+
+/** The commit measured, and whether src/ had uncommitted changes (the run measures the working tree). */
+function revision(): Revision {
+  const git = (...a: string[]) => execFileSync('git', a, { cwd: REPO_ROOT }).toString().trim()
+  try {
+    return {
+      commit: git('rev-parse', 'HEAD'),
+      src_tree: git('rev-parse', 'HEAD:src'),
+      src_dirty: git('status', '--porcelain', 'src') !== '',
+    }
+  } catch {
+    return { commit: 'unknown', src_dirty: true }
+  }
+}
+
 const startedAt = new Date().toISOString()
+const atStart = revision()
 const machine = machineFacts()
 log(
   `${subjects.length} subjects, ${scenarios.join(', ')}; ${options.runs} run(s) of ${options.durationS} s; out ${out}`,
@@ -111,6 +158,8 @@ const results: Results = {
   node: process.version,
   quiet: flag('quiet-machine'),
   options: { ...options, scenarios, subjects: subjects.map((s) => s.id), full },
+  // Each server loads the sources when it starts: a commit landing mid-run splits the subjects between two.
+  revision: { at_start: atStart, at_end: revision() },
   runs,
   engine: { rows: engine.rows, redis_floor: engine.floor },
   profile,
@@ -119,19 +168,10 @@ const results: Results = {
 }
 mkdirSync(join(out, '..'), { recursive: true })
 writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`)
+// The repository's formatter checks bench/**: leave the file as it would write it.
+if (out.startsWith(REPO_ROOT))
+  execFileSync('npx', ['biome', 'format', '--write', out], { cwd: REPO_ROOT, stdio: 'ignore' })
 log(`wrote ${out}`)
 
-if (full || flag('docs')) {
-  const chart = join(REPO_ROOT, 'docs/benchmarks-chart.svg')
-  writeFileSync(chart, chartSvg(results))
-  const docs = join(REPO_ROOT, 'docs/BENCHMARKS.md')
-  const text = readFileSync(docs, 'utf8')
-  const start = '<!-- results:start -->'
-  const end = '<!-- results:end -->'
-  const [head, rest] = text.split(start)
-  const tail = rest?.split(end)[1]
-  if (head === undefined || tail === undefined) throw new Error(`docs/BENCHMARKS.md lacks ${start} … ${end}`)
-  writeFileSync(docs, `${head}${start}\n${resultsMarkdown(results, 'benchmarks-chart.svg')}${end}${tail}`)
-  log('wrote docs/BENCHMARKS.md and docs/benchmarks-chart.svg')
-}
+if (full || flag('docs')) writeDocs(results)
 for (const t of results.targets) log(`${t.met === null ? 'n/a ' : t.met ? 'met ' : 'MISS'} ${t.target}: ${t.measured}`)
