@@ -154,10 +154,10 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
     'engine ≥ 100,000 first-request decisions/s/core (small body)',
     first,
     (v) => v >= 100_000,
-    `${fmt(first, 0)}/s`,
+    `${fmt(first, 0)} per CPU-second`,
   )
   const replay = engineRate('replay')
-  judge('engine ≥ 250,000 replays/s/core (small body)', replay, (v) => v >= 250_000, `${fmt(replay, 0)}/s`)
+  judge('engine ≥ 250,000 replays/s/core (small body)', replay, (v) => v >= 250_000, `${fmt(replay, 0)} per CPU-second`)
   return targets
 }
 
@@ -247,10 +247,14 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
   }
   if (results.engine.rows.length > 0) {
     lines.push('', '### In-process engine (no HTTP)', '')
-    lines.push('| store | path | body | in flight | decisions/s |', '| --- | --- | --- | --- | --- |')
+    lines.push(
+      '| store | path | body | in flight | decisions/s (wall) | decisions per CPU-second |',
+      '| --- | --- | --- | --- | --- | --- |',
+    )
     for (const e of results.engine.rows) {
       lines.push(
-        `| ${e.store} | ${e.path} | ${e.body} | ${e.concurrency} | ${e.decisions_per_s.toLocaleString('en-US')} |`,
+        `| ${e.store} | ${e.path} | ${e.body} | ${e.concurrency} | ${e.decisions_per_s.toLocaleString('en-US')} | ` +
+          `${e.decisions_per_cpu_s.toLocaleString('en-US')} |`,
       )
     }
     if (results.engine.redis_floor.length > 0) {
