@@ -278,7 +278,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
           }
           emit('lease_lost', startedAt, { key: lease.key, fence: lease.fence, reason: 'complete' })
           // An aborted handler's answer is not this execution's result: send the client to the new holder.
-          return lease.signal.aborted ? conflict(o.leaseMs) : null
+          return lease.aborted ? conflict(o.leaseMs) : null
         } catch (error) {
           if (lease.remainingMs <= 0) {
             lease.stop()

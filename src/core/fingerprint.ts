@@ -45,9 +45,13 @@ const encoder = new TextEncoder()
 /** Lower-case hexadecimal of some bytes. */
 export function toHex(bytes: Uint8Array): string {
   let hex = ''
-  for (const byte of bytes) hex += byte.toString(16).padStart(2, '0')
+  for (const byte of bytes) hex += HEX[byte]
   return hex
 }
+
+const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'))
+/** Fatal: bytes that are not UTF-8 are hashed as they are rather than read with replacement characters. */
+const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 /** The lower-cased `type/subtype` of a Content-Type value, without parameters; null when absent or empty. */
 export function mediaTypeOf(contentType: string | undefined): string | null {
@@ -120,7 +124,7 @@ function encodeBody(body: FingerprintBody, mediaType: string | null, options: Fi
       if (!isJsonMediaType(mediaType)) return { kind: 'ok', tag: 'raw', bytes: body.bytes }
       let text: string
       try {
-        text = new TextDecoder('utf-8', { fatal: true }).decode(body.bytes)
+        text = utf8.decode(body.bytes)
       } catch {
         // The body parser already judged these bytes; they are hashed as they are, not rejected.
         return { kind: 'ok', tag: 'raw', bytes: body.bytes }

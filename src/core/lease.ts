@@ -43,7 +43,10 @@ export class HeldLease implements Lease {
   ended = false
 
   readonly #options: ResolvedOptions
-  readonly #controller = new AbortController()
+  /** Made on the first read of `signal`: most handlers never read it, and aborting one costs an error and an event. */
+  #controller: AbortController | undefined
+  /** Why the lease stopped being trusted, once it did; the signal's reason is built from it when first needed. */
+  #abortedBecause: (() => Error) | undefined
   #deadline: number
   #heartbeat: ReturnType<typeof setTimeout> | undefined
   #expiry: ReturnType<typeof setTimeout> | undefined
@@ -73,7 +76,16 @@ export class HeldLease implements Lease {
   }
 
   get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController()
+      if (this.#abortedBecause !== undefined) this.#controller.abort(this.#abortedBecause())
+    }
     return this.#controller.signal
+  }
+
+  /** Whether the signal fired (or would have, had anyone read it). */
+  get aborted(): boolean {
+    return this.#abortedBecause !== undefined
   }
 
   /** Monotonic time left before this process must assume the key may be taken over. */
@@ -83,8 +95,8 @@ export class HeldLease implements Lease {
 
   assertHeld(): void {
     // Synchronous on purpose: after an event-loop stall no timer has run yet, but the clock has moved.
-    if (this.ended || this.#controller.signal.aborted || now() >= this.#deadline) {
-      if (!this.#controller.signal.aborted) this.abort('lease_expired')
+    if (this.ended || this.aborted || now() >= this.#deadline) {
+      if (!this.aborted) this.abort('lease_expired')
       throw new IdempotencyLeaseLostError(
         `the lease on ${this.key} (fence ${this.fence}) is no longer held: another request may run it`,
       )
@@ -101,10 +113,10 @@ export class HeldLease implements Lease {
 
   /** Fires the signal and stops extending: the lease lapses in the store by itself. */
   abort(reason: AbortReason): void {
-    if (this.#controller.signal.aborted) return
+    if (this.aborted) return
     this.abortReason = reason
     this.stop()
-    this.#controller.abort(new IdempotencyLeaseLostError(`lease aborted: ${reason}`))
+    this.#fire(() => new IdempotencyLeaseLostError(`lease aborted: ${reason}`))
     this.#onAbort(reason)
   }
 
@@ -115,11 +127,14 @@ export class HeldLease implements Lease {
   end(): void {
     this.ended = true
     this.stop()
-    if (!this.#controller.signal.aborted) {
-      this.#controller.abort(
-        new IdempotencyLeaseLostError('the outcome of this execution was already stored or released'),
-      )
+    if (!this.aborted) {
+      this.#fire(() => new IdempotencyLeaseLostError('the outcome of this execution was already stored or released'))
     }
+  }
+
+  #fire(reason: () => Error): void {
+    this.#abortedBecause = reason
+    this.#controller?.abort(reason())
   }
 
   /** Stops the heartbeat and every timer; answers of an extend still in flight are ignored. */

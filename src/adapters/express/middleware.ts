@@ -49,6 +49,13 @@ function bodyOf(req: Request): FingerprintBody {
   )
 }
 
+/** Aborts when the response closes, before or without being answered: the client went away. */
+function clientGone(res: Response): AbortSignal {
+  const controller = new AbortController()
+  res.once('close', () => controller.abort())
+  return controller.signal
+}
+
 /**
  * The idempotency middleware. Mount it after compression, CORS, the body parser and authentication,
  * and before the routes. App-wide plus per-route use handles a request once.
@@ -73,8 +80,6 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
     run().catch(next)
 
     async function run(): Promise<void> {
-      const controller = new AbortController()
-      res.once('close', () => controller.abort())
       const decision = await engine.handle(
         {
           method: req.method,
@@ -86,7 +91,8 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
           body: bodyOf(req),
           contentType: req.headers['content-type'],
           scope: scope(req) ?? '',
-          signal: controller.signal,
+          // Only a wait needs to know the client left; an AbortController per request costs a DOMException.
+          ...(route.onConflict === 'wait' ? { signal: clientGone(res) } : {}),
         },
         route,
       )
