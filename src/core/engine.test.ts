@@ -150,6 +150,31 @@ describe('createEngine', () => {
     await retry.finish(ok)
   })
 
+  it('bounds the background releases a long outage starts, and keeps none past the lease', async () => {
+    let releases = 0
+    const down: Store = {
+      ...flaky(new MemoryStore(), {}),
+      begin: () => Promise.reject(new Error('connection refused')),
+      release: () => {
+        releases++
+        return Promise.reject(new Error('connection refused'))
+      },
+    }
+    const e = engine({ store: down, leaseMs: 300 })
+    const answers = await Promise.all(Array.from({ length: 1_500 }, (_, i) => e.handle(request(`k${i}`))))
+    expect(answers.every((a) => a.kind === 'respond' && a.response.status === 503)).toBe(true)
+    // One first attempt per started loop: 1,024 loops at most, not one per refused request.
+    expect(releases).toBe(1_024)
+    await sleep(600)
+    const settled = releases
+    await sleep(400)
+    // Past the lease every loop has given up: the record would have lapsed anyway.
+    expect(releases).toBe(settled)
+    // And the slots are free again for the next outage.
+    await e.handle(request('after'))
+    expect(releases).toBe(settled + 1)
+  })
+
   it('retries complete while the lease holds, and the result is stored once the store answers', async () => {
     const fail = { complete: 3 }
     const events: IdempotencyEvent[] = []

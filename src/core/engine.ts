@@ -69,6 +69,8 @@ export interface Idempotency {
 
 const encoder = new TextEncoder()
 const now = () => performance.now()
+/** Background releases of timed-out begins in flight at once, per engine. */
+const MAX_PENDING_RELEASES = 1_024
 
 // A stack frame as error pages render it ("    at fn (file.js:10:5)", in text or HTML). Such a page is sent to
 // this one client as the app chose, but never stored for a day of replays (design-review H13).
@@ -93,6 +95,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
   const running = new Set<Running>()
   const probes = new Map<string, Promise<{ result: BeginResult; token: string }>>()
   let closing = false
+  let pendingReleases = 0
 
   interface Running {
     lease: HeldLease
@@ -164,21 +167,31 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
    * lease would have lapsed anyway.
    */
   function releaseLater(key: string, token: string): void {
+    // During a long outage every refused request would start a loop: bound them; the lease frees the rest.
+    if (pendingReleases >= MAX_PENDING_RELEASES) return
+    pendingReleases++
     const until = now() + o.leaseMs
     let wait = 250
+    const done = () => {
+      pendingReleases--
+    }
     const tryRelease = () => {
       callStore('release', o.storeTimeoutMs, () => o.store.release({ key, token, retentionMs: o.retentionMs })).then(
         (released) => {
           // false: the late begin never applied (or lost to another holder); nothing is ours to free.
           if (!released && now() + wait < until) schedule()
+          else done()
         },
         () => {
           if (now() + wait < until) schedule()
+          else done()
         },
       )
     }
     const schedule = () => {
-      setTimeout(tryRelease, wait)
+      const timer: { unref?: () => void } = setTimeout(tryRelease, wait)
+      // Housekeeping only: it must not keep a process alive that is otherwise done.
+      timer.unref?.()
       wait = Math.min(wait * 2, 4_000)
     }
     tryRelease()
