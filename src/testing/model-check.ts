@@ -1,8 +1,8 @@
 // The model-based part of the contract: random operation sequences must get the reference model's answers.
 import fc from 'fast-check'
 import { expect } from 'vitest'
-import type { BeginResult, Store, StoredRecord, StoredResponse } from '../core/store.js'
-import { expectSameResponse } from './expect-same-response.js'
+import type { Store, StoredResponse } from '../core/store.js'
+import { expectSameBegin, expectSameRecord, GUARD } from './expect-model.js'
 import { randomStorageKey, randomToken } from './random-storage-key.js'
 import { ReferenceModel } from './reference-model.js'
 
@@ -21,9 +21,6 @@ interface Real {
 
 type Command = fc.AsyncCommand<ReferenceModel, Real>
 
-// The store's clock runs on (real milliseconds) while the model's only jumps, so the two may disagree
-// near a deadline; no operation is made within GUARD of one. A run must take less than GUARD.
-const GUARD = 1_000
 const MAX_COMMANDS = 30
 const KEYS = 2
 const TOKENS = 3
@@ -195,42 +192,4 @@ class Jump implements Command {
   toString(): string {
     return `jump(${this.ms})`
   }
-}
-
-function expectSameBegin(actual: BeginResult, expected: BeginResult, label: string): void {
-  switch (expected.kind) {
-    case 'in_progress': {
-      expect(actual.kind, label).toBe('in_progress')
-      const remaining = actual.kind === 'in_progress' ? actual.leaseRemainingMs : Number.NaN
-      // The store's clock ran on since the model's decision, by less than GUARD; ms rounding aside.
-      expect(remaining, `${label}: leaseRemainingMs`).toBeGreaterThan(0)
-      expect(remaining, `${label}: leaseRemainingMs`).toBeLessThanOrEqual(expected.leaseRemainingMs + 1)
-      expect(remaining, `${label}: leaseRemainingMs`).toBeGreaterThan(expected.leaseRemainingMs - GUARD)
-      return
-    }
-    case 'replay':
-      expect(actual.kind, label).toBe('replay')
-      if (actual.kind === 'replay') expectSameResponse(actual.response, expected.response)
-      return
-    case 'acquired':
-    case 'mismatch':
-      expect(actual, label).toEqual(expected)
-      return
-  }
-}
-
-function expectSameRecord(actual: StoredRecord | null, expected: StoredRecord | null, label: string): void {
-  if (expected === null || actual === null) {
-    expect(actual, label).toEqual(expected)
-    return
-  }
-  const shown = ({ state, fence, fingerprint, token }: StoredRecord) => ({ state, fence, fingerprint, token })
-  expect(shown(actual), label).toEqual(shown(expected))
-  if (expected.state === 'in_progress') {
-    const retention = expected.expiresAt - expected.leaseDeadline
-    const actualRetention = actual.expiresAt - actual.leaseDeadline
-    expect(Math.abs(actualRetention - retention), `${label}: expiresAt - leaseDeadline`).toBeLessThanOrEqual(1)
-  }
-  if (expected.response === null) expect(actual.response, label).toBeNull()
-  else expectSameResponse(actual.response, expected.response)
 }

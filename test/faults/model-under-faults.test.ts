@@ -1,9 +1,9 @@
 // The reference model against every store while calls lose their request, lose their reply, or are resent.
 import fc from 'fast-check'
-import { type BeginResult, IdempotencyStoreError, type StoredRecord, type StoredResponse } from 'idempotency-kit'
+import { IdempotencyStoreError, type StoredResponse } from 'idempotency-kit'
 import { ReferenceModel, randomStorageKey, randomToken } from 'idempotency-kit/testing'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { expectSameResponse } from '../../src/testing/expect-same-response.js'
+import { expectSameBegin, expectSameRecord, GUARD } from '../../src/testing/expect-model.js'
 import { type Fault, type FaultStore, faultStore } from '../support/fault-store.js'
 import { type OpenedStore, openStore, STORE_NAMES } from './every-store.js'
 
@@ -11,9 +11,6 @@ const seed = Number(process.env.FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31
 const runs = Number(process.env.FAULT_RUNS ?? 40)
 console.log(`model under faults: seed ${seed} (replay with FAULT_SEED=${seed}; FAULT_RUNS=${runs})`)
 
-// As in the contract's model check: the store's clock runs on while the model's only jumps, so no call is
-// made within GUARD of a deadline.
-const GUARD = 1_000
 const KEYS = 2
 const TOKENS = 3
 const FINGERPRINTS = ['v1:fault-a', 'v1:fault-b'] as const
@@ -220,37 +217,6 @@ function commands(): fc.Arbitrary<fc.AsyncCommand<ReferenceModel, Real>>[] {
     fc.constantFrom(...JUMPS).map((ms) => new Jump(ms)),
     fc.constantFrom(...JUMPS).map((ms) => new Jump(ms)),
   ]
-}
-
-function expectSameBegin(actual: BeginResult, expected: BeginResult, label: string): void {
-  switch (expected.kind) {
-    case 'in_progress': {
-      expect(actual.kind, label).toBe('in_progress')
-      const remaining = actual.kind === 'in_progress' ? actual.leaseRemainingMs : Number.NaN
-      expect(remaining, `${label}: leaseRemainingMs`).toBeGreaterThan(expected.leaseRemainingMs - GUARD)
-      expect(remaining, `${label}: leaseRemainingMs`).toBeLessThanOrEqual(expected.leaseRemainingMs + 1)
-      return
-    }
-    case 'replay':
-      expect(actual.kind, label).toBe('replay')
-      if (actual.kind === 'replay') expectSameResponse(actual.response, expected.response)
-      return
-    case 'acquired':
-    case 'mismatch':
-      expect(actual, label).toEqual(expected)
-      return
-  }
-}
-
-function expectSameRecord(actual: StoredRecord | null, expected: StoredRecord | null, label: string): void {
-  if (expected === null || actual === null) {
-    expect(actual, label).toEqual(expected)
-    return
-  }
-  const shown = ({ state, fence, fingerprint, token }: StoredRecord) => ({ state, fence, fingerprint, token })
-  expect(shown(actual), label).toEqual(shown(expected))
-  if (expected.response === null) expect(actual.response, label).toBeNull()
-  else expectSameResponse(actual.response, expected.response)
 }
 
 describe.each(STORE_NAMES)('model under injected faults: %s', (name) => {
