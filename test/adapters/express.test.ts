@@ -8,6 +8,7 @@ import express4 from 'express4'
 import { createIdempotency, MemoryStore, type Store } from 'idempotency-kit'
 import { idempotency, json } from 'idempotency-kit/express'
 import { afterEach, describe, expect, it } from 'vitest'
+import { fetchJson as post, snapshot } from '../support/http.js'
 
 type ExpressFactory = typeof express5
 const servers: Server[] = []
@@ -21,26 +22,6 @@ async function listen(app: ReturnType<ExpressFactory>): Promise<string> {
   servers.push(server)
   await new Promise((resolve) => server.once('listening', resolve))
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
-
-function post(url: string, key: string | undefined, body: unknown = { a: 1 }, headers: Record<string, string> = {}) {
-  return fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      ...(key === undefined ? {} : { 'idempotency-key': key }),
-      ...headers,
-    },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  })
-}
-
-async function snapshot(response: Response) {
-  return {
-    status: response.status,
-    headers: Object.fromEntries(response.headers),
-    body: Buffer.from(await response.arrayBuffer()),
-  }
 }
 
 const key = () => crypto.randomUUID()

@@ -11,7 +11,7 @@ import { createIdempotency, type IdempotencyEvent, type Lease, MemoryStore, type
 import { type HonoIdempotencyOptions, type IdempotencyVariables, idempotency } from 'idempotency-kit/hono'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startDemoProcess } from '../support/demo-process.js'
-import { closeServer, listen, problemOf, type RawResponse, request } from '../support/http.js'
+import { closeServer, listen, postJson as post, problemOf, request } from '../support/http.js'
 import { importGraph } from '../support/import-graph.js'
 
 type Env = { Variables: IdempotencyVariables }
@@ -28,23 +28,6 @@ async function serve(app: Hono<Env>): Promise<string> {
 }
 
 const key = () => crypto.randomUUID()
-
-function post(
-  url: string,
-  k: string | undefined,
-  body: string | object = { a: 1 },
-  headers: ReadonlyArray<readonly [string, string]> = [],
-): Promise<RawResponse> {
-  return request(url, {
-    method: 'POST',
-    headers: [
-      ['content-type', 'application/json'],
-      ...(k === undefined ? [] : [['idempotency-key', k] as const]),
-      ...headers,
-    ],
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  })
-}
 
 type Route = (c: Context<Env>, runs: number) => Response | Promise<Response>
 

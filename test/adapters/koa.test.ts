@@ -9,7 +9,7 @@ import { type IdempotencyState, idempotency, type KoaIdempotencyOptions } from '
 import Koa, { type ParameterizedContext } from 'koa'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startDemoProcess } from '../support/demo-process.js'
-import { closeServer, listen, problemOf, type RawResponse, request } from '../support/http.js'
+import { closeServer, listen, postJson as post, problemOf, request } from '../support/http.js'
 
 type Ctx = ParameterizedContext<IdempotencyState>
 const servers: Server[] = []
@@ -26,23 +26,6 @@ async function serve(app: Koa<IdempotencyState>): Promise<string> {
 }
 
 const key = () => crypto.randomUUID()
-
-function post(
-  url: string,
-  k: string | undefined,
-  body: string | object = { a: 1 },
-  headers: ReadonlyArray<readonly [string, string]> = [],
-): Promise<RawResponse> {
-  return request(url, {
-    method: 'POST',
-    headers: [
-      ['content-type', 'application/json'],
-      ...(k === undefined ? [] : [['idempotency-key', k] as const]),
-      ...headers,
-    ],
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  })
-}
 
 type Route = (ctx: Ctx, runs: number) => void | Promise<void>
 

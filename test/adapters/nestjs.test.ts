@@ -41,6 +41,7 @@ import {
 import { IDEMPOTENCY_ENGINE, IdempotencyLease, IdempotencyModule, Idempotent } from 'idempotency-kit/nestjs'
 import { Observable, timeout } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
+import { fetchJson as send, snapshot } from '../support/http.js'
 
 interface App {
   close(): Promise<void>
@@ -256,26 +257,6 @@ async function start(
   await app.listen(0, '127.0.0.1')
   apps.push(app)
   return { url: (await app.getUrl()).replace('[::1]', '127.0.0.1'), state, app }
-}
-
-function send(url: string, key: string | undefined, body: unknown = {}, headers: Record<string, string> = {}) {
-  return fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      ...(key === undefined ? {} : { 'idempotency-key': key }),
-      ...headers,
-    },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  })
-}
-
-async function snapshot(response: Response) {
-  return {
-    status: response.status,
-    headers: Object.fromEntries(response.headers),
-    body: Buffer.from(await response.arrayBuffer()),
-  }
 }
 
 const key = () => crypto.randomUUID()
@@ -501,7 +482,7 @@ for (const platform of ['express', 'fastify'] as const) {
         expect(first.status).toBe(201)
         expect(first.headers.get('content-encoding')).toBe('gzip')
         expect((await first.json()).runs).toBe(1)
-        const retry = await send(`${url}/r/echo`, k)
+        const retry = await send(`${url}/r/echo`, k, {})
         expect(retry.status).toBe(410)
         expect(await retry.json()).toMatchObject({ error: 'IDEMPOTENT_RESPONSE_NOT_STORED', originalStatus: 201 })
         expect(state.runs).toBe(1)

@@ -329,3 +329,48 @@ export function problemOf(res: RawResponse): { error: string; message: string; [
   }
   return body as { error: string; message: string }
 }
+
+/** A JSON POST with an optional Idempotency-Key, as raw bytes and header pairs. */
+export function postJson(
+  url: string,
+  key: string | undefined,
+  body: string | object = { a: 1 },
+  headers: ReadonlyArray<readonly [string, string]> = [],
+): Promise<RawResponse> {
+  return request(url, {
+    method: 'POST',
+    headers: [
+      ['content-type', 'application/json'],
+      ...(key === undefined ? [] : [['idempotency-key', key] as const]),
+      ...headers,
+    ],
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  })
+}
+
+/** The same JSON POST through `fetch`, for tests that read a Web `Response`. */
+export function fetchJson(
+  url: string,
+  key: string | undefined,
+  body: unknown = { a: 1 },
+  headers: Readonly<Record<string, string>> = {},
+): Promise<Response> {
+  return fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(key === undefined ? {} : { 'idempotency-key': key }),
+      ...headers,
+    },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  })
+}
+
+/** A fetched response's status, headers and body bytes, for byte-for-byte comparison. */
+export async function snapshot(response: Response) {
+  return {
+    status: response.status,
+    headers: Object.fromEntries(response.headers),
+    body: Buffer.from(await response.arrayBuffer()),
+  }
+}
