@@ -1,5 +1,5 @@
 // Redis and PostgreSQL made slow, or made to apply commands and lose the replies, under the demo app.
-import { createHash, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { Store } from 'idempotency-kit'
 import { PostgresStore } from 'idempotency-kit/postgres'
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type DemoApp, expectUnavailable, runCleanups, startDemoApp } from '../support/demo-app.js'
 import { charge } from '../support/http.js'
 import { createPostgresTestSchema, type PostgresTestSchema } from '../support/postgres.js'
+import { storageKey } from '../support/records.js'
 import { connectRedis } from './every-store.js'
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js'
 
@@ -15,11 +16,6 @@ import { type FaultProxy, startFaultProxy } from './fault-proxy.js'
 const SLOW_MS = 2_600
 /** "Free within about 2 s of recovery": the engine's background release has this long once the store answers. */
 const FREE_WITHIN_MS = 2_500
-
-/** The demo's storage key for an unscoped (no Authorization) idempotency key. */
-function storageKey(key: string): string {
-  return createHash('sha256').update(`\0${key}`).digest('hex')
-}
 
 /**
  * Without any request for `key`, its record becomes free (absent, or a released tombstone) within

@@ -1,106 +1,18 @@
 // The only demo process SIGKILLed with charges done and in flight, then restarted: replays survive, nothing stays stuck.
-import { createHash, randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import type { Store, StoredRecord } from 'idempotency-kit'
-import { PostgresStore } from 'idempotency-kit/postgres'
-import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
-import { openSqliteStore } from 'idempotency-kit/sqlite'
-import { Redis } from 'ioredis'
+import { randomUUID } from 'node:crypto'
+import type { StoredRecord } from 'idempotency-kit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type DemoProcess, startDemoProcess, stopAllDemoProcesses } from '../support/demo-process.js'
+import { type Durable, durableStores } from '../support/durable-stores.js'
 import { charge, charges, type RawResponse } from '../support/http.js'
-import { createPostgresTestSchema, POSTGRES_TEST_URL } from '../support/postgres.js'
+import { storageKey, until } from '../support/records.js'
 
 const LEASE_MS = 1000
 /** Long enough that the process is surely killed while the in-flight charges wait on the gateway. */
 const GATEWAY_LATENCY_MS = 800
-const REDIS_URL = 'redis://127.0.0.1:6379'
-const REDIS_START = 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no'
-
-/** A durable store the demo reaches through STORE_URL, plus a store of ours on the same data to read records. */
-interface Durable {
-  readonly storeUrl: string
-  readonly inspector: Store
-  close(): Promise<void>
-}
-
-const backends: ReadonlyArray<{ readonly name: string; open(): Promise<Durable> }> = [
-  {
-    name: 'SQLite',
-    async open() {
-      const dir = mkdtempSync(join(tmpdir(), 'idem-crash-'))
-      const path = join(dir, 'payments.sqlite')
-      const inspector = await openSqliteStore(path)
-      return {
-        storeUrl: `sqlite:${path}`,
-        inspector,
-        async close() {
-          await inspector.close()
-          rmSync(dir, { recursive: true, force: true })
-        },
-      }
-    },
-  },
-  {
-    name: 'Redis',
-    async open() {
-      const client = new Redis(REDIS_URL, { maxRetriesPerRequest: 1, lazyConnect: true, retryStrategy: () => null })
-      client.on('error', () => {})
-      try {
-        await client.connect()
-      } catch (error) {
-        throw new Error(`Redis is not reachable at 127.0.0.1:6379 (${String(error)}). Start it with:\n  ${REDIS_START}`)
-      }
-      const prefix = `idem-crash-${randomUUID().slice(0, 8)}`
-      return {
-        storeUrl: `${REDIS_URL}?prefix=${prefix}`,
-        inspector: new RedisStore({ client: ioredisClient(client), prefix }),
-        async close() {
-          let cursor = '0'
-          do {
-            const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
-            cursor = next
-            if (keys.length > 0) await client.del(...keys)
-          } while (cursor !== '0')
-          client.disconnect()
-        },
-      }
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    async open() {
-      // A private schema in the shared test database; the demo migrates its table into it.
-      const pg = await createPostgresTestSchema()
-      return {
-        storeUrl: `${POSTGRES_TEST_URL}?schema=${pg.schema}`,
-        inspector: new PostgresStore({ pool: pg.pool, schema: pg.schema }),
-        close: () => pg.close(),
-      }
-    },
-  },
-]
-
-/** The engine's storage key (and `lease.key`) for an unscoped key. */
-function storageKey(key: string): string {
-  return createHash('sha256').update(`\0${key}`).digest('hex')
-}
-
-async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await read()
-    if (done(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 afterAll(() => stopAllDemoProcesses())
 
-describe.each(backends)('the only demo process crashes on $name', (backend) => {
+describe.each(durableStores)('the only demo process crashes on $name', (backend) => {
   let durable: Durable | undefined
   beforeAll(async () => {
     durable = await backend.open()

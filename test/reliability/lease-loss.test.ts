@@ -1,6 +1,6 @@
 // A holder that loses its lease (event loop blocked, or cut off from the store) while another process takes over: one charge.
 import { type ChildProcess, spawn } from 'node:child_process'
-import { createHash, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { tmpdir } from 'node:os'
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Charge, FakeGateway } from '../../examples/payments/gateway.js'
 import { charge, closeServer, listen, problemOf, type RawResponse, REPO_ROOT, request } from '../support/http.js'
 import { createPostgresTestSchema } from '../support/postgres.js'
+import { storageKey, until } from '../support/records.js'
 import { startTcpProxy, type TcpProxy } from '../system/tcp-proxy.js'
 import { createHolderApp, DOWNSTREAM_HEADER, STALL_HEADERS, type StallPoint, serveGateway } from './holder-app.js'
 
@@ -136,19 +137,6 @@ function startHolder(env: Readonly<Record<string, string>>, timeoutMs = 20_000):
 }
 
 /** The engine's storage key, which the route passes to the gateway as `lease.key`. */
-function storageKey(key: string): string {
-  return createHash('sha256').update(`\0${key}`).digest('hex')
-}
-
-async function until<T>(what: string, read: () => T | Promise<T>, done: (value: T) => boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await read()
-    if (done(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 describe.each(backends)('lease loss end to end on $name', (backend) => {
   const cleanups: Array<() => Promise<void>> = []

@@ -1,5 +1,3 @@
-// Storms on every store: 1,000 requests over 100 keys to two app instances, duplicated, concurrent and abandoned.
-import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { tmpdir } from 'node:os'
@@ -14,6 +12,7 @@ import { createPaymentsApp } from '../../examples/payments/app.js'
 import { type Charge, type ChargeRequest, FakeGateway } from '../../examples/payments/gateway.js'
 import { charge, closeServer, listen, problemOf, type RawResponse } from '../support/http.js'
 import { createPostgresTestSchema } from '../support/postgres.js'
+import { storageKey } from '../support/records.js'
 import { randomFrom, reliabilitySeed } from './reliability-seed.js'
 
 const SEED = reliabilitySeed('storms')
@@ -127,11 +126,6 @@ class CountingGateway extends FakeGateway {
     if (!this.made.has(key)) this.made.set(key, made)
     return made
   }
-}
-
-/** The engine's storage key (and `lease.key`) for an unscoped key: the demo's tenant without Authorization. */
-function leaseKeyOf(key: string): string {
-  return createHash('sha256').update(`\0${key}`).digest('hex')
 }
 
 type Abort = 'none' | 'before-body' | 'mid-request'
@@ -280,7 +274,7 @@ describe.each(backends)('a storm on $name', (backend) => {
     }
 
     // Every key whose clients went away is free or completed within one lease of the storm's end.
-    const inspect = () => Promise.all(uniqueKeys(requests).map((p) => opened.stores[0].get(leaseKeyOf(p.key))))
+    const inspect = () => Promise.all(uniqueKeys(requests).map((p) => opened.stores[0].get(storageKey(p.key))))
     let records = await inspect()
     while (records.some((r) => r?.state === 'in_progress') && Date.now() < settledAt + LEASE_MS) {
       await new Promise((resolve) => setTimeout(resolve, 50))
@@ -311,7 +305,7 @@ describe.each(backends)('a storm on $name', (backend) => {
     }
     let replays = 0
     for (const [key, seen] of byKey) {
-      const made = gateway.made.get(leaseKeyOf(key))
+      const made = gateway.made.get(storageKey(key))
       const first = seen[0] as RawResponse
       // A charge's bytes are the gateway's charge as the route rendered it; a decline's, the first seen.
       const original =

@@ -1,109 +1,23 @@
 // Demo processes sharing one store (SQLite file, Redis, PostgreSQL): one charge per key, and a SIGKILLed holder's key taken over.
-import { createHash, randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import type { Store, StoredRecord } from 'idempotency-kit'
-import { PostgresStore } from 'idempotency-kit/postgres'
-import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
-import { openSqliteStore } from 'idempotency-kit/sqlite'
-import { Redis } from 'ioredis'
-import pg from 'pg'
+import { randomUUID } from 'node:crypto'
+import type { StoredRecord } from 'idempotency-kit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Charge } from '../../examples/payments/gateway.js'
 import { type DemoProcess, startDemoProcess, stopAllDemoProcesses } from '../support/demo-process.js'
+import { type Durable, durableStores } from '../support/durable-stores.js'
 import { charge, charges, problemOf, type RawResponse } from '../support/http.js'
-import { type RedisServer, startRedisServer } from '../support/redis-server.js'
-import { createPrivateDatabase } from './private-database.js'
+import { storageKey, until } from '../support/records.js'
 
-/** The prefix `examples/payments/store-from-url.ts` gives its RedisStore (not configurable). */
-const DEMO_REDIS_PREFIX = 'payments-demo'
 const LEASE_MS = 1000
-
-/** A store the demo processes share, plus a store of our own on the same data to read records. */
-interface SharedStore {
-  readonly storeUrl: string
-  readonly inspector: Store
-  close(): Promise<void>
-}
-
-const backends: ReadonlyArray<{ readonly name: string; open(): Promise<SharedStore> }> = [
-  {
-    name: 'SQLite (one WAL file)',
-    async open() {
-      const dir = mkdtempSync(join(tmpdir(), 'idem-system-'))
-      const path = join(dir, 'payments.sqlite')
-      // Opened after the demos migrated it would also work; opened first, it creates the file and table.
-      const inspector = await openSqliteStore(path)
-      return {
-        storeUrl: `sqlite:${path}`,
-        inspector,
-        async close() {
-          await inspector.close()
-          rmSync(dir, { recursive: true, force: true })
-        },
-      }
-    },
-  },
-  {
-    name: 'Redis (a private redis-server)',
-    async open() {
-      // The demo's prefix is fixed, so the run gets a whole server of its own instead of a random prefix.
-      const server: RedisServer = await startRedisServer()
-      const client = new Redis(server.url, { maxRetriesPerRequest: 1 })
-      client.on('error', () => {})
-      return {
-        storeUrl: server.url,
-        inspector: new RedisStore({ client: ioredisClient(client), prefix: DEMO_REDIS_PREFIX }),
-        async close() {
-          client.disconnect()
-          await server.stop()
-        },
-      }
-    },
-  },
-  {
-    name: 'PostgreSQL (a private database)',
-    async open() {
-      const db = await createPrivateDatabase()
-      const pool = new pg.Pool({ connectionString: db.url(), max: 2 })
-      pool.on('error', () => {})
-      return {
-        storeUrl: db.url(),
-        // The demo's table: public.idempotency_records of the private database.
-        inspector: new PostgresStore({ pool }),
-        async close() {
-          await pool.end()
-          await db.drop()
-        },
-      }
-    },
-  },
-]
-
-/** The engine's storage key for an unscoped key (the demo's tenant is '' without Authorization). */
-function storageKey(key: string): string {
-  return createHash('sha256').update(`\0${key}`).digest('hex')
-}
 
 function chargeOf(res: RawResponse): Charge {
   return res.json() as Charge
 }
 
-async function until<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await read()
-    if (done(value)) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
 afterAll(() => stopAllDemoProcesses())
 
-describe.each(backends)('two demo processes on $name', (backend) => {
-  let shared: SharedStore | undefined
+describe.each(durableStores)('two demo processes on $name', (backend) => {
+  let shared: Durable | undefined
   let peers: DemoProcess[] = []
   const env = () => ({
     STORE_URL: shared?.storeUrl ?? '',
@@ -170,7 +84,7 @@ describe.each(backends)('two demo processes on $name', (backend) => {
   })
 
   it('SIGKILL mid-charge: 409 until the lease passes, then a restarted process takes over (fence 2) and replays', async () => {
-    const inspector = (shared as SharedStore).inspector
+    const inspector = (shared as Durable).inspector
     const [a, b] = peers as [DemoProcess, DemoProcess]
     const key = randomUUID()
     const hash = storageKey(key)
