@@ -48,6 +48,7 @@ export type { IdempotentErrorCode } from './idempotent/errors.js'
 export {
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
+  IdempotencyRecordLimitError,
   IdempotencyValueError,
   IdempotentError,
 } from './idempotent/errors.js'

@@ -69,6 +69,8 @@ export interface Idempotency {
 
 const encoder = new TextEncoder()
 const now = () => performance.now()
+/** Scope hashes remembered per engine, so a tenant's steady traffic hashes its scope once; cleared when full. */
+const SCOPE_CACHE_SIZE = 1_024
 /** Background releases of timed-out begins in flight at once, per engine. */
 const MAX_PENDING_RELEASES = 1_024
 
@@ -94,6 +96,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
   const replayMarkers = o.markers.map(([name, , replayed]) => [name, replayed] as const)
   const running = new Set<Running>()
   const probes = new Map<string, Promise<{ result: BeginResult; token: string }>>()
+  const scopeHashes = new Map<string, string>()
   let closing = false
   let pendingReleases = 0
 
@@ -117,6 +120,17 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
 
   function newToken(): string {
     return toHex(o.crypto.randomBytes(16))
+  }
+
+  /** What stores count records per scope by: a hash, so no tenant id or credential reaches storage. */
+  function hashScope(scope: string): string {
+    let hash = scopeHashes.get(scope)
+    if (hash === undefined) {
+      if (scopeHashes.size >= SCOPE_CACHE_SIZE) scopeHashes.clear()
+      hash = toHex(o.crypto.sha256(encoder.encode(scope)))
+      scopeHashes.set(scope, hash)
+    }
+    return hash
   }
 
   function unavailable(error: unknown): HttpResponse {
@@ -197,18 +211,18 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     tryRelease()
   }
 
-  async function begin(key: string, fingerprint: string, token: string) {
+  async function begin(key: string, scope: string, fingerprint: string, token: string) {
     return callStore('begin', o.beginTimeoutMs, () =>
-      o.store.begin({ key, fingerprint, token, leaseMs: o.leaseMs, retentionMs: o.retentionMs }),
+      o.store.begin({ key, scope, fingerprint, token, leaseMs: o.leaseMs, retentionMs: o.retentionMs }),
     )
   }
 
   /** Duplicates in one process share one probe at a time instead of each polling the store. */
-  function probe(key: string, fingerprint: string, token: string) {
+  function probe(key: string, scope: string, fingerprint: string, token: string) {
     const id = `${key}\0${fingerprint}`
     let pending = probes.get(id)
     if (pending === undefined) {
-      pending = begin(key, fingerprint, token)
+      pending = begin(key, scope, fingerprint, token)
         .then((result) => ({ result, token }))
         .finally(() => probes.delete(id))
       probes.set(id, pending)
@@ -218,6 +232,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
 
   async function wait(
     key: string,
+    scope: string,
     fingerprint: string,
     token: string,
     route: ResolvedRoute,
@@ -231,7 +246,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
       await delay(Math.min(backoff / 2 + Math.random() * (backoff / 2), until - now()), signal)
       if (signal?.aborted || now() >= until) break
       const sentAt = now()
-      const { result, token: prober } = await probe(key, fingerprint, token)
+      const { result, token: prober } = await probe(key, scope, fingerprint, token)
       // Another waiter in this process acquired it: for us it is simply still in progress.
       if (result.kind === 'acquired' && prober !== token) continue
       if (result.kind !== 'in_progress') return { result, sentAt }
@@ -386,15 +401,16 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     }
 
     const key = toHex(o.crypto.sha256(encoder.encode(`${request.scope}\0${parsed.key}`)))
+    const scope = hashScope(request.scope)
     const token = newToken()
     if (closing) return storeFailed(new IdempotencyStoreError('closing', 'the engine is shutting down'))
 
     let sentAt = now()
     let result: BeginResult
     try {
-      result = await begin(key, fingerprinted.fingerprint, token)
+      result = await begin(key, scope, fingerprinted.fingerprint, token)
       if (result.kind === 'in_progress' && route.onConflict === 'wait') {
-        const waited = await wait(key, fingerprinted.fingerprint, token, route, request.signal, result)
+        const waited = await wait(key, scope, fingerprinted.fingerprint, token, route, request.signal, result)
         result = waited.result
         sentAt = waited.sentAt
       }
@@ -423,6 +439,17 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
           response: rejection(
             'IDEMPOTENCY_KEY_REUSED',
             'This idempotency key was already used with a different request (method, path, or body).',
+          ),
+        }
+      case 'scope_full':
+        emit('rejected', startedAt, { key, reason: 'IDEMPOTENCY_RECORD_LIMIT_REACHED' })
+        return {
+          kind: 'respond',
+          response: rejection(
+            'IDEMPOTENCY_RECORD_LIMIT_REACHED',
+            'Too many idempotency keys are held for this client; new keys are accepted as older ones expire.',
+            {},
+            [['retry-after', String(Math.max(1, Math.ceil(result.retryAfterMs / 1000)))]],
           ),
         }
       default: {

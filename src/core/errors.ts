@@ -7,6 +7,7 @@ export type IdempotencyErrorCode =
   // Thrown by idempotent(fn), where the HTTP adapters answer 409 or 422, or replay a stored failure.
   | 'ERR_IDEMPOTENCY_IN_PROGRESS'
   | 'ERR_IDEMPOTENCY_KEY_REUSED'
+  | 'ERR_IDEMPOTENCY_RECORD_LIMIT'
   | 'ERR_IDEMPOTENCY_VALUE'
   | 'ERR_IDEMPOTENT_FAILURE'
 

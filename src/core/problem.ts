@@ -8,6 +8,7 @@ export type ProblemCode =
   | 'REQUEST_IN_PROGRESS'
   | 'IDEMPOTENT_RESPONSE_NOT_STORED'
   | 'IDEMPOTENCY_KEY_REUSED'
+  | 'IDEMPOTENCY_RECORD_LIMIT_REACHED'
   | 'IDEMPOTENCY_STORE_UNAVAILABLE'
 
 const STATUS: Record<ProblemCode, number> = {
@@ -18,6 +19,8 @@ const STATUS: Record<ProblemCode, number> = {
   IDEMPOTENT_RESPONSE_NOT_STORED: 410,
   // IETF draft §2.7: a key reused with another payload is 422, checked before "in progress".
   IDEMPOTENCY_KEY_REUSED: 422,
+  // A tenant past its store's maxRecordsPerScope: its own excess, not the server's fault.
+  IDEMPOTENCY_RECORD_LIMIT_REACHED: 429,
   IDEMPOTENCY_STORE_UNAVAILABLE: 503,
 }
 
@@ -28,6 +31,7 @@ const TITLE: Record<ProblemCode, string> = {
   REQUEST_IN_PROGRESS: 'Request in progress',
   IDEMPOTENT_RESPONSE_NOT_STORED: 'Idempotent response not stored',
   IDEMPOTENCY_KEY_REUSED: 'Idempotency key reused',
+  IDEMPOTENCY_RECORD_LIMIT_REACHED: 'Idempotency record limit reached',
   IDEMPOTENCY_STORE_UNAVAILABLE: 'Idempotency store unavailable',
 }
 

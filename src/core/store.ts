@@ -47,10 +47,25 @@ export type BeginResult =
       /** Same key, different request (checked before the state: 422 before 409). */
       readonly kind: 'mismatch'
     }
+  | {
+      /**
+       * No live record under the key, and the store already holds its `maxRecordsPerScope` live records for
+       * `input.scope`: nothing was written. Only stores configured with a per-scope limit answer this.
+       */
+      readonly kind: 'scope_full'
+      /** Until the scope's earliest record expires by the store's clock, ≥ 0: a hint, not a promise. */
+      readonly retryAfterMs: number
+    }
 
 export interface BeginInput {
   /** The engine's storage key: hex SHA-256 of scope and key. Stores add their own prefix. */
   readonly key: string
+  /**
+   * Hex SHA-256 of the request's scope (the tenant), never the scope itself. A store limiting records per
+   * scope counts the live records of each scope and refuses a new one past its limit (`scope_full`); records
+   * that already exist (replays, conflicts, takeovers, tombstones) are never refused. Other stores ignore it.
+   */
+  readonly scope: string
   /** Versioned request fingerprint, compared byte for byte. */
   readonly fingerprint: string
   /** 128 random bits made by the engine, hex. A `begin` by the current owner's token answers `acquired` again. */

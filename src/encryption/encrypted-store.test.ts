@@ -13,6 +13,7 @@ const KEY_2 = randomBytes(32)
 const LEASE = 10_000
 const RETENTION = 60_000
 const FP = 'v1:encrypted'
+const SCOPE = 'scope'
 const SECRET = 'card 4242424242424242 for cus_secret'
 const RESPONSE: StoredResponse = {
   status: 201,
@@ -47,9 +48,9 @@ describeStoreContract({
 /** Begins and completes `key` on `store`; answers the token. */
 async function completed(store: Store, key: string, response: StoredResponse = RESPONSE): Promise<string> {
   const token = randomToken()
-  expect((await store.begin({ key, fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION })).kind).toBe(
-    'acquired',
-  )
+  expect(
+    (await store.begin({ key, scope: SCOPE, fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION })).kind,
+  ).toBe('acquired')
   expect(await store.complete({ key, token, response, retentionMs: RETENTION })).toBe(true)
   return token
 }
@@ -71,7 +72,7 @@ async function expectUndecodable(operation: Promise<unknown>): Promise<void> {
 }
 
 const replayOf = (store: Store, key: string) =>
-  store.begin({ key, fingerprint: FP, token: randomToken(), leaseMs: LEASE, retentionMs: RETENTION })
+  store.begin({ key, scope: SCOPE, fingerprint: FP, token: randomToken(), leaseMs: LEASE, retentionMs: RETENTION })
 
 describe('encryptedStore', () => {
   it('keeps neither the body nor any header in clear in the underlying store', async () => {

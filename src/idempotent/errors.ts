@@ -5,7 +5,11 @@ import type { ValueRefusal } from './value-codec.js'
 /** The codes of the errors below. */
 export type IdempotentErrorCode = Extract<
   IdempotencyErrorCode,
-  'ERR_IDEMPOTENCY_IN_PROGRESS' | 'ERR_IDEMPOTENCY_KEY_REUSED' | 'ERR_IDEMPOTENCY_VALUE' | 'ERR_IDEMPOTENT_FAILURE'
+  | 'ERR_IDEMPOTENCY_IN_PROGRESS'
+  | 'ERR_IDEMPOTENCY_KEY_REUSED'
+  | 'ERR_IDEMPOTENCY_RECORD_LIMIT'
+  | 'ERR_IDEMPOTENCY_VALUE'
+  | 'ERR_IDEMPOTENT_FAILURE'
 >
 
 /** Another call with the same key is running (the 409 of the HTTP adapters); retry after `retryAfterMs`. */
@@ -26,6 +30,21 @@ export class IdempotencyKeyReusedError extends IdempotencyError {
   readonly code = 'ERR_IDEMPOTENCY_KEY_REUSED'
   constructor() {
     super('this idempotency key was already used with different arguments')
+  }
+}
+
+/**
+ * The scope already holds the store's `maxRecordsPerScope` live records (the 429 of the HTTP adapters); the
+ * function was not run. New keys are accepted as older records expire.
+ */
+export class IdempotencyRecordLimitError extends IdempotencyError {
+  override readonly name = 'IdempotencyRecordLimitError'
+  readonly code = 'ERR_IDEMPOTENCY_RECORD_LIMIT'
+  /** A hint: when the scope's earliest record expires. */
+  readonly retryAfterMs: number
+  constructor(retryAfterMs: number) {
+    super(`too many idempotency records are held for this scope; retry in ${retryAfterMs} ms`)
+    this.retryAfterMs = retryAfterMs
   }
 }
 

@@ -14,6 +14,7 @@ import { createIdempotency } from '../create-idempotency.js'
 import {
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
+  IdempotencyRecordLimitError,
   IdempotencyValueError,
   IdempotentError,
 } from './errors.js'
@@ -241,6 +242,8 @@ export function idempotent(
         throw new IdempotencyInProgressError(Number(headerOf(response, 'retry-after') ?? '1') * 1000)
       case 'IDEMPOTENCY_KEY_REUSED':
         throw new IdempotencyKeyReusedError()
+      case 'IDEMPOTENCY_RECORD_LIMIT_REACHED':
+        throw new IdempotencyRecordLimitError(Number(headerOf(response, 'retry-after') ?? '1') * 1000)
       case 'IDEMPOTENCY_STORE_UNAVAILABLE': {
         const fault = storeFault instanceof IdempotencyStoreError ? storeFault : undefined
         throw new IdempotencyStoreError(

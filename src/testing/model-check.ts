@@ -25,6 +25,7 @@ const MAX_COMMANDS = 30
 const KEYS = 2
 const TOKENS = 3
 const FINGERPRINTS = ['v1:model-a', 'v1:model-b'] as const
+const MODEL_SCOPE = 'model'
 const LEASES = [3_000, 10_000] as const
 const RETENTIONS = [15_000, 30_000] as const
 const JUMPS = [1_500, 5_000, 12_000, 40_000] as const
@@ -101,26 +102,33 @@ function commandArbitraries(): fc.Arbitrary<Command>[] {
 
   const begin = fc.tuple(key, beginner, fingerprint, lease, retention).map(([k, t, f, leaseMs, retentionMs]) =>
     onKey(k, `begin(k${k}, ${tokenLabel(t)}, fp${f}, lease ${leaseMs}, retain ${retentionMs})`, async (s) => {
-      const input = { key: s.key, token: s.token(t), fingerprint: FINGERPRINTS[f] ?? '', leaseMs, retentionMs }
+      const input = {
+        key: s.key,
+        scope: MODEL_SCOPE,
+        token: s.token(t),
+        fingerprint: FINGERPRINTS[f] ?? '',
+        leaseMs,
+        retentionMs,
+      }
       expectSameBegin(await s.store.begin(input), s.model.begin(input), s.label)
     }),
   )
   const complete = fc.tuple(key, writer, fc.nat(RESPONSES.length - 1), retention).map(([k, t, r, retentionMs]) =>
     onKey(k, `complete(k${k}, ${tokenLabel(t)}, response ${r}, retain ${retentionMs})`, async (s) => {
       const response = RESPONSES[r] ?? RESPONSES[0]
-      const input = { key: s.key, token: s.token(t), response, retentionMs }
+      const input = { key: s.key, scope: MODEL_SCOPE, token: s.token(t), response, retentionMs }
       expect(await s.store.complete(input), s.label).toBe(s.model.complete(input))
     }),
   )
   const release = fc.tuple(key, writer, retention).map(([k, t, retentionMs]) =>
     onKey(k, `release(k${k}, ${tokenLabel(t)}, retain ${retentionMs})`, async (s) => {
-      const input = { key: s.key, token: s.token(t), retentionMs }
+      const input = { key: s.key, scope: MODEL_SCOPE, token: s.token(t), retentionMs }
       expect(await s.store.release(input), s.label).toBe(s.model.release(input))
     }),
   )
   const extend = fc.tuple(key, writer, lease, retention).map(([k, t, leaseMs, retentionMs]) =>
     onKey(k, `extend(k${k}, ${tokenLabel(t)}, lease ${leaseMs}, retain ${retentionMs})`, async (s) => {
-      const input = { key: s.key, token: s.token(t), leaseMs, retentionMs }
+      const input = { key: s.key, scope: MODEL_SCOPE, token: s.token(t), leaseMs, retentionMs }
       expect(await s.store.extend(input), s.label).toBe(s.model.extend(input))
     }),
   )

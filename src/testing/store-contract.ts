@@ -11,6 +11,11 @@ export interface StoreFixture {
   readonly name: string
   /** A fresh store whose clock is its own clock plus clockOffset(); keys of one test never meet another's. */
   create(clockOffset: ClockOffset): Promise<Store>
+  /**
+   * Optional: a fresh store like `create`'s that keeps at most `maxRecordsPerScope` live records per scope
+   * (`BeginInput.scope`). The per-scope tests run only for fixtures that have it.
+   */
+  createLimited?(clockOffset: ClockOffset, maxRecordsPerScope: number): Promise<Store>
   /** Writes something under `key` that the store cannot decode (unknown format version or garbage). */
   corrupt(store: Store, key: string): Promise<void>
   /** Runs once after the suite: remove everything the fixture created. */
@@ -21,6 +26,12 @@ export interface StoreFixture {
 export interface StoreContractOptions {
   /** Runs of the model-based test (each a fresh sequence of up to 30 operations); default 150. */
   readonly modelRuns?: number
+  /**
+   * Whether parallel begins of distinct keys in one scope never pass the per-scope limit; default true. A store
+   * that checks the limit without serialising a scope's inserts (PostgreSQL under READ COMMITTED) says false and
+   * documents by how much it can pass it.
+   */
+  readonly scopeLimitExactUnderConcurrency?: boolean
 }
 
 // Lengths are generous because a networked store spends real milliseconds on every call while the
@@ -30,13 +41,16 @@ const RETENTION = 60_000
 const MARGIN = 2_000
 const FP_A = 'v1:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'
 const FP_B = 'v1:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'
+/** The scope of every begin that does not name one (the per-scope tests use scopes of their own). */
+const SCOPE = randomStorageKey()
+const SCOPE_LIMIT = 3
 
 /** A store under test with the clock offset it owns. */
 interface Subject {
   readonly store: Store
   /** Moves the store's clock forward: the only way time passes in this suite. */
   advance(ms: number): void
-  begin(key: string, token: string, fingerprint?: string, leaseMs?: number): Promise<BeginResult>
+  begin(key: string, token: string, fingerprint?: string, leaseMs?: number, scope?: string): Promise<BeginResult>
   complete(key: string, token: string, response?: StoredResponse): Promise<boolean>
   release(key: string, token: string): Promise<boolean>
   extend(key: string, token: string, leaseMs?: number): Promise<boolean>
@@ -65,17 +79,19 @@ export function describeStoreContract(fixture: StoreFixture, options: StoreContr
   describe(`store contract: ${fixture.name}`, () => {
     const opened: Store[] = []
 
-    async function open(): Promise<Subject> {
+    async function open(limit?: number): Promise<Subject> {
       let offset = 0
-      const store = await fixture.create(() => offset)
+      const clock = () => offset
+      const store = limit === undefined ? await fixture.create(clock) : await fixture.createLimited?.(clock, limit)
+      if (store === undefined) throw new Error(`${fixture.name} has no createLimited`)
       opened.push(store)
       return {
         store,
         advance(ms) {
           offset += ms
         },
-        begin: (key, token, fingerprint = FP_A, leaseMs = LEASE) =>
-          store.begin({ key, fingerprint, token, leaseMs, retentionMs: RETENTION }),
+        begin: (key, token, fingerprint = FP_A, leaseMs = LEASE, scope = SCOPE) =>
+          store.begin({ key, scope, fingerprint, token, leaseMs, retentionMs: RETENTION }),
         complete: (key, token, response = OK_RESPONSE) =>
           store.complete({ key, token, response, retentionMs: RETENTION }),
         release: (key, token) => store.release({ key, token, retentionMs: RETENTION }),
@@ -552,6 +568,93 @@ export function describeStoreContract(fixture: StoreFixture, options: StoreContr
         expect(await s.store.delete(key, { force: true })).toBe('absent')
       })
     })
+
+    if (fixture.createLimited !== undefined) {
+      describe('records per scope', () => {
+        /** Fills a fresh scope of a fresh limited store with SCOPE_LIMIT in_progress records. */
+        async function full() {
+          const s = await open(SCOPE_LIMIT)
+          const scope = randomStorageKey()
+          const keys = Array.from({ length: SCOPE_LIMIT }, () => randomStorageKey())
+          const owners = keys.map(() => randomToken())
+          for (const [i, key] of keys.entries()) {
+            expect(await s.begin(key, owners[i] as string, FP_A, LEASE, scope)).toEqual(acquired(1, false, 0))
+          }
+          const beginNew = () => s.begin(randomStorageKey(), randomToken(), FP_A, LEASE, scope)
+          return { s, scope, keys, owners, beginNew }
+        }
+
+        it('refuses a new key past the limit in that scope only, writing nothing', async () => {
+          const { s, scope, beginNew } = await full()
+          const other = await s.begin(randomStorageKey(), randomToken(), FP_A, LEASE, randomStorageKey())
+          expect(other.kind, 'another scope').toBe('acquired')
+          s.advance(MARGIN)
+          const result = await beginNew()
+          expect(result.kind).toBe('scope_full')
+          const retryAfterMs = result.kind === 'scope_full' ? result.retryAfterMs : Number.NaN
+          // The earliest record lapses at lease + retention after its begin, MARGIN ago.
+          expect(retryAfterMs).toBeGreaterThan(LEASE + RETENTION - 2 * MARGIN)
+          expect(retryAfterMs).toBeLessThanOrEqual(LEASE + RETENTION - MARGIN)
+          const refused = randomStorageKey()
+          expect((await s.begin(refused, randomToken(), FP_A, LEASE, scope)).kind).toBe('scope_full')
+          expect(await s.store.get(refused)).toBeNull()
+        })
+
+        it('still answers every key the full scope holds: conflict, mismatch, replay, tombstone, takeover', async () => {
+          const { s, scope, keys, owners } = await full()
+          const [running, done, freed] = keys as [string, string, string]
+          const [, doneOwner, freedOwner] = owners as [string, string, string]
+          expect(await s.complete(done, doneOwner)).toBe(true)
+          expect(await s.release(freed, freedOwner)).toBe(true)
+          expect((await s.begin(running, randomToken(), FP_A, LEASE, scope)).kind).toBe('in_progress')
+          expect((await s.begin(done, randomToken(), FP_B, LEASE, scope)).kind).toBe('mismatch')
+          expectReplayOf(await s.begin(done, randomToken(), FP_A, LEASE, scope), OK_RESPONSE)
+          expect(await s.begin(freed, randomToken(), FP_B, LEASE, scope)).toEqual(acquired(2, false, 1))
+          s.advance(LEASE + MARGIN)
+          expect(await s.begin(running, randomToken(), FP_A, LEASE, scope)).toEqual(acquired(2, true, 1))
+        })
+
+        it('counts a record until it expires, from its completion once completed', async () => {
+          const { s, keys, owners, beginNew } = await full()
+          // Completed at once: each lapses RETENTION from now, not LEASE + RETENTION.
+          for (const [i, key] of keys.entries()) expect(await s.complete(key, owners[i] as string)).toBe(true)
+          s.advance(RETENTION - MARGIN)
+          expect((await beginNew()).kind).toBe('scope_full')
+          s.advance(2 * MARGIN)
+          expect((await beginNew()).kind).toBe('acquired')
+        })
+
+        it('counts an extended record until its new expiry', async () => {
+          const { s, keys, owners, beginNew } = await full()
+          for (const [i, key] of keys.entries()) expect(await s.extend(key, owners[i] as string, 3 * LEASE)).toBe(true)
+          s.advance(LEASE + RETENTION + MARGIN)
+          expect((await beginNew()).kind).toBe('scope_full')
+          s.advance(2 * LEASE)
+          expect((await beginNew()).kind).toBe('acquired')
+        })
+
+        it('frees a place when a record is deleted', async () => {
+          const { s, keys, beginNew } = await full()
+          expect(await s.store.delete(keys[0] as string, { force: true })).toBe('deleted')
+          expect((await beginNew()).kind).toBe('acquired')
+          expect((await beginNew()).kind).toBe('scope_full')
+        })
+
+        it('lets at most the limit of 40 parallel begins of distinct keys in one scope acquire', async () => {
+          const s = await open(SCOPE_LIMIT)
+          const scope = randomStorageKey()
+          const results = await Promise.all(
+            Array.from({ length: 40 }, () => s.begin(randomStorageKey(), randomToken(), FP_A, LEASE, scope)),
+          )
+          const won = results.filter((r) => r.kind === 'acquired').length
+          expect(won + results.filter((r) => r.kind === 'scope_full').length).toBe(40)
+          if (options.scopeLimitExactUnderConcurrency ?? true) expect(won).toBe(SCOPE_LIMIT)
+          else expect(won).toBeGreaterThanOrEqual(SCOPE_LIMIT)
+          // Settled: the scope is full whatever the race let through.
+          expect((await s.begin(randomStorageKey(), randomToken(), FP_A, LEASE, scope)).kind).toBe('scope_full')
+        })
+      })
+    }
 
     it('rejects begin, complete and get on an undecodable record with reason undecodable', async () => {
       const s = await open()

@@ -105,6 +105,7 @@ class FaultyCall implements fc.AsyncCommand<ReferenceModel, Real> {
         const input = {
           key,
           token: token(c.token),
+          scope: 'model',
           fingerprint: FINGERPRINTS[c.fp] ?? '',
           leaseMs: c.lease,
           retentionMs: c.retention,

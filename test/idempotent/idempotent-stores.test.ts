@@ -40,7 +40,14 @@ const fixtures: Fixture[] = [
     // Memory cannot be unreachable; full is its store fault (it never evicts a live record).
     broken: async () => {
       const store = new MemoryStore({ maxRecords: 1 })
-      await store.begin({ key: 'filler', fingerprint: 'v1:x', token: 't', leaseMs: 60_000, retentionMs: 60_000 })
+      await store.begin({
+        key: 'filler',
+        scope: 'filler',
+        fingerprint: 'v1:x',
+        token: 't',
+        leaseMs: 60_000,
+        retentionMs: 60_000,
+      })
       return store
     },
   },

@@ -86,7 +86,7 @@ describe('encryptedStore over Redis', () => {
     }
     const key = randomStorageKey()
     const token = randomToken()
-    await store.begin({ key, fingerprint: 'v1:x', token, leaseMs: 10_000, retentionMs: 60_000 })
+    await store.begin({ key, scope: 'tenant', fingerprint: 'v1:x', token, leaseMs: 10_000, retentionMs: 60_000 })
     expect(await store.complete({ key, token, response, retentionMs: 60_000 })).toBe(true)
 
     const raw = Buffer.concat(
@@ -101,6 +101,7 @@ describe('encryptedStore over Redis', () => {
     }
     const replay = await store.begin({
       key,
+      scope: 'tenant',
       fingerprint: 'v1:x',
       token: randomToken(),
       leaseMs: 10_000,

@@ -145,13 +145,23 @@ describe.each(STORE_NAMES)('security on %s', (name) => {
 })
 
 describe('records per tenant', () => {
-  // Not implemented: MemoryStore's maxRecords (and every store's capacity) is shared by all tenants, so one
-  // tenant filling it makes every other tenant's keyed requests 503. Recorded as a known gap.
-  it.fails('one tenant cannot use up the records another tenant needs', async () => {
-    const app = await startApp(new MemoryStore({ maxRecords: 5 }), {})
+  it('one tenant cannot use up the records another tenant needs: 429 for it, 201 for the others', async () => {
+    const app = await startApp(new MemoryStore({ maxRecords: 5, maxRecordsPerScope: 3 }), {})
     try {
-      for (let i = 0; i < 5; i++) expect((await post(app.url, `k${i}`, 'greedy', '{}')).status).toBe(201)
-      expect((await post(app.url, 'mine', 'modest', '{}')).status).toBe(201)
+      const greedy = []
+      for (let i = 0; i < 5; i++) greedy.push(await post(app.url, `k${i}`, 'tenant-greedy', '{}'))
+      expect(greedy.map((r) => r.status)).toEqual([201, 201, 201, 429, 429])
+      const refused = greedy[3] as RawResponse
+      expect(refused.header('content-type')).toBe('application/problem+json')
+      expect(refused.json()).toMatchObject({ status: 429, error: 'IDEMPOTENCY_RECORD_LIMIT_REACHED' })
+      // About a day: the tenant's first record expires after the default 24 h retention (plus its lease).
+      expect(Number(refused.header('retry-after'))).toBeGreaterThan(23 * 3600)
+      expect(app.runs.get('tenant-greedy')).toBe(3)
+      // Its existing keys still replay, and another tenant still gets new ones.
+      const replay = await post(app.url, 'k0', 'tenant-greedy', '{}')
+      expect([replay.status, replay.header('idempotent-replayed')]).toEqual([201, 'true'])
+      expect((await post(app.url, 'mine', 'tenant-modest', '{}')).status).toBe(201)
+      expect(app.runs.get('tenant-modest')).toBe(1)
     } finally {
       await app.close()
     }

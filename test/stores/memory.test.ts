@@ -6,6 +6,7 @@ import { MemoryStore } from '../../src/stores/memory/memory-store.js'
 describeStoreContract({
   name: 'memory',
   create: async (clockOffset) => new MemoryStore({ clockOffset }),
+  createLimited: async (clockOffset, maxRecordsPerScope) => new MemoryStore({ clockOffset, maxRecordsPerScope }),
   corrupt: async (store, key) => {
     // A record of a format this code does not know, as a newer release might leave behind.
     recordsOf(store).set(key, { v: 2 })

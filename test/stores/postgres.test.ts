@@ -16,6 +16,7 @@ import { createPostgresTestSchema, type PostgresTestSchema } from '../support/po
 
 const LEASE = 10_000
 const RETENTION = 60_000
+const SCOPE = 'scope'
 const FP = 'v1:fingerprint'
 
 let db: PostgresTestSchema
@@ -71,7 +72,7 @@ function store(pool: PgQueryable, clockOffset?: ClockOffset, table?: string): Po
 }
 
 const begin = (s: PostgresStore, key: string, token: string, leaseMs = LEASE) =>
-  s.begin({ key, fingerprint: FP, token, leaseMs, retentionMs: RETENTION })
+  s.begin({ key, scope: SCOPE, fingerprint: FP, token, leaseMs, retentionMs: RETENTION })
 
 const RESPONSE: StoredResponse = {
   status: 201,
@@ -345,6 +346,7 @@ describe('postgres: sweep', () => {
     const retention = 1_000
     const input = (key: string, token: string, leaseMs: number) => ({
       key,
+      scope: SCOPE,
       fingerprint: FP,
       token,
       leaseMs,

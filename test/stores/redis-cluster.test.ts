@@ -128,5 +128,5 @@ describe('RedisStore on Redis Cluster', () => {
 })
 
 function begin(key: string, token = randomToken()) {
-  return { key, fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION }
+  return { key, scope: 'scope', fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION }
 }

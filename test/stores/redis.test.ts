@@ -543,7 +543,7 @@ describe('RedisStore on Redis', () => {
 // ---------------------------------------------------------------------------------------------
 
 function begin(key: string, token = randomToken()) {
-  return { key, fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION }
+  return { key, scope: 'scope', fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION }
 }
 
 function complete(key: string, token: string) {

@@ -25,6 +25,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 const CHILD = fileURLToPath(new URL('../support/sqlite-child.ts', import.meta.url))
 const LEASE = 10_000
 const RETENTION = 60_000
+const SCOPE = 'scope'
 
 let files = 0
 function freshFile(): string {
@@ -48,7 +49,7 @@ async function open(file: string, clockOffset?: ClockOffset): Promise<SqliteStor
 }
 
 function beginInput(key: string, token: string, leaseMs = LEASE) {
-  return { key, fingerprint: 'v1:fp', token, leaseMs, retentionMs: RETENTION }
+  return { key, scope: SCOPE, fingerprint: 'v1:fp', token, leaseMs, retentionMs: RETENTION }
 }
 
 const RESPONSE: StoredResponse = {
@@ -211,7 +212,7 @@ describe('SqliteStore specifics', () => {
     const put = async (leaseMs: number, state: 'in_progress' | 'completed' | 'released') => {
       const key = randomHex(32)
       const owner = randomHex(16)
-      await store.begin({ key, fingerprint: 'v1:fp', token: owner, leaseMs, retentionMs: 1_000 })
+      await store.begin({ key, scope: SCOPE, fingerprint: 'v1:fp', token: owner, leaseMs, retentionMs: 1_000 })
       if (state === 'completed') {
         await store.complete({ key, token: owner, response: RESPONSE, retentionMs: 1_000 })
       }

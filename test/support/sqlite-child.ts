@@ -35,7 +35,14 @@ if (mode === 'hold' && file !== undefined) {
   const kinds: string[] = []
   for (let i = 0; i < Number(count); i++) {
     const token = randomBytes(16).toString('hex')
-    const input = { key: `${prefix}${i}`, fingerprint: 'v1:race', token, leaseMs: 60_000, retentionMs: 60_000 }
+    const input = {
+      key: `${prefix}${i}`,
+      scope: 'race',
+      fingerprint: 'v1:race',
+      token,
+      leaseMs: 60_000,
+      retentionMs: 60_000,
+    }
     kinds.push((await store.begin(input)).kind)
   }
   await store.close()

@@ -76,7 +76,9 @@ const backends: ReadonlyArray<{ readonly name: string; open(): Promise<Counted> 
         await run()
         naming = undefined
       }
-      await as('begin', () => store.begin({ key, fingerprint: 'v1:warm', token, leaseMs: LEASE_MS, retentionMs }))
+      await as('begin', () =>
+        store.begin({ key, scope: 'warm', fingerprint: 'v1:warm', token, leaseMs: LEASE_MS, retentionMs }),
+      )
       const response = { status: 200, headers: [], body: new Uint8Array(0), replayable: true }
       await as('complete', () => store.complete({ key, token, response, retentionMs }))
       sent.length = 0

@@ -7,6 +7,7 @@ import { MemoryStore } from './memory-store.js'
 const LEASE = 1_000
 const RETENTION = 1_000
 const FP = 'v1:fingerprint'
+const SCOPE = 'scope'
 
 function key(n: number): string {
   return n.toString(16).padStart(64, '0')
@@ -30,7 +31,7 @@ function subject(options: { maxRecords?: number; maxBytes?: number } = {}) {
       offset += ms
     },
     begin: (k: string, t: string) =>
-      store.begin({ key: k, fingerprint: FP, token: t, leaseMs: LEASE, retentionMs: RETENTION }),
+      store.begin({ key: k, scope: SCOPE, fingerprint: FP, token: t, leaseMs: LEASE, retentionMs: RETENTION }),
     complete: (k: string, t: string, body: Uint8Array) =>
       store.complete({ key: k, token: t, response: response(body), retentionMs: RETENTION }),
   }
@@ -113,7 +114,7 @@ describe('MemoryStore', () => {
     // Expiries 100 ms apart in a scrambled order (37 is coprime with 60), several extended twice.
     const expiries = Array.from({ length: 60 }, (_, i) => ((i * 37) % 60) * 100)
     for (const [i, retentionMs] of expiries.entries()) {
-      await s.store.begin({ key: key(i), fingerprint: FP, token: token(i), leaseMs: 0, retentionMs })
+      await s.store.begin({ key: key(i), scope: SCOPE, fingerprint: FP, token: token(i), leaseMs: 0, retentionMs })
       if (i % 3 === 0) {
         await s.store.extend({ key: key(i), token: token(i), leaseMs: 0, retentionMs: retentionMs + 50 })
         await s.store.extend({ key: key(i), token: token(i), leaseMs: 0, retentionMs })

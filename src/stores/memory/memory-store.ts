@@ -20,6 +20,11 @@ export interface MemoryStoreOptions {
   readonly maxRecords?: number
   /** Most bytes held, estimated from keys, tokens, fingerprints, headers and bodies; default 64 MiB. */
   readonly maxBytes?: number
+  /**
+   * Most live records one scope (tenant) may hold, tombstones included; past it a new key of that scope is
+   * refused (`scope_full`: 429 from the adapters) while its existing keys keep working. Default: no limit.
+   */
+  readonly maxRecordsPerScope?: number
   /** Test-only: milliseconds added to the store's clock (the contract suite moves time with it). */
   readonly clockOffset?: ClockOffset
 }
@@ -33,6 +38,8 @@ const SWEEP_PER_WRITE = 16
 
 interface RecordBase {
   readonly v: number
+  /** The hashed scope that created the record. */
+  readonly scope: string
   readonly fence: number
   readonly fingerprint: string
   readonly token: string
@@ -70,14 +77,21 @@ export class MemoryStore implements Store {
   private readonly records = new Map<string, MemoryRecord>()
   /** A min-heap by expiry over every record written, so a sweep never scans live records. */
   private readonly expiries: Expiry[] = []
+  /** The keys of each scope's records, kept only with `maxRecordsPerScope`. */
+  private readonly scopes = new Map<string, Set<string>>()
   private bytes = 0
   private readonly maxRecords: number
+  private readonly maxRecordsPerScope: number | undefined
   private readonly maxBytes: number
   private readonly clockOffset: ClockOffset
 
   constructor(options: MemoryStoreOptions = {}) {
     this.maxRecords = positiveInteger('maxRecords', options.maxRecords ?? 100_000)
     this.maxBytes = positiveInteger('maxBytes', options.maxBytes ?? 64 * 1024 * 1024)
+    this.maxRecordsPerScope =
+      options.maxRecordsPerScope === undefined
+        ? undefined
+        : positiveInteger('maxRecordsPerScope', options.maxRecordsPerScope)
     this.clockOffset = options.clockOffset ?? (() => 0)
   }
 
@@ -89,9 +103,15 @@ export class MemoryStore implements Store {
       const { result } = plan
       return result.kind === 'replay' ? { kind: 'replay', response: copyResponse(result.response) } : result
     }
+    const limited = record === undefined && this.maxRecordsPerScope !== undefined
+    if (limited) {
+      const full = this.scopeFull(input.scope, now)
+      if (full !== undefined) return full
+    }
     const leaseDeadline = now + input.leaseMs
     const fields = {
       v: FORMAT,
+      scope: record?.scope ?? input.scope,
       state: 'in_progress',
       fence: plan.fence,
       fingerprint: input.fingerprint,
@@ -105,6 +125,11 @@ export class MemoryStore implements Store {
       expiresAt: leaseDeadline + input.retentionMs,
       bytes: sizeOf(input.key, fields, null),
     })
+    if (limited) {
+      const held = this.scopes.get(input.scope)
+      if (held === undefined) this.scopes.set(input.scope, new Set([input.key]))
+      else held.add(input.key)
+    }
     return { kind: 'acquired', fence: plan.fence, takeover: plan.takeover, previousFence: plan.previousFence }
   }
 
@@ -218,6 +243,21 @@ export class MemoryStore implements Store {
   private drop(key: string, record: MemoryRecord): void {
     this.records.delete(key)
     this.bytes -= record.bytes
+    const held = this.scopes.get(record.scope)
+    if (held?.delete(key) === true && held.size === 0) this.scopes.delete(record.scope)
+  }
+
+  /** The refusal when `scope` holds `maxRecordsPerScope` live records, or undefined when a new one fits. */
+  private scopeFull(scope: string, now: number): BeginResult | undefined {
+    const held = this.scopes.get(scope)
+    const limit = this.maxRecordsPerScope ?? Number.POSITIVE_INFINITY
+    if (held === undefined || held.size < limit) return undefined
+    // Only at the limit: reading drops what expired, and `drop` takes it out of this set.
+    for (const key of held) this.read(key, now)
+    if (held.size < limit) return undefined
+    let first = Number.POSITIVE_INFINITY
+    for (const key of held) first = Math.min(first, this.records.get(key)?.expiresAt ?? first)
+    return { kind: 'scope_full', retryAfterMs: Math.max(0, first - now) }
   }
 
   private rebuildExpiries(): void {
