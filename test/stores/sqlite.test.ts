@@ -2,7 +2,7 @@
 
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -15,7 +15,7 @@ import {
   IdempotencyStoreError,
   type StoredResponse,
 } from 'idempotency-kit'
-import { openSqliteStore, SqliteStore } from 'idempotency-kit/sqlite'
+import { openSqliteStore, type SqliteDatabase, SqliteStore } from 'idempotency-kit/sqlite'
 import { describeStoreContract } from 'idempotency-kit/testing'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 
@@ -93,6 +93,8 @@ const contractFile = freshFile()
 describeStoreContract({
   name: 'sqlite (a WAL file, one connection per store)',
   create: (clockOffset) => openSqliteStore(contractFile, { clockOffset }),
+  createLimited: (clockOffset, maxRecordsPerScope) =>
+    openSqliteStore(contractFile, { clockOffset, maxRecordsPerScope }),
   async corrupt(_store, key) {
     // A row a newer deploy might write: a format version this code does not know.
     const raw = new Database(contractFile)
@@ -259,7 +261,7 @@ describe('SqliteStore specifics', () => {
       )
       .pluck()
       .all()
-    expect(tables).toEqual(['Idem_Records_2', 'Idem_Records_2_expires_at'])
+    expect(tables).toEqual(['Idem_Records_2', 'Idem_Records_2_expires_at', 'Idem_Records_2_scope'])
     expect((await store.begin(beginInput(randomHex(32), randomHex(16)))).kind).toBe('acquired')
   })
 
@@ -424,5 +426,123 @@ describe('SqliteStore specifics', () => {
     expect(new Set(perKey('in_progress'))).toEqual(new Set([2]))
     // Each key's single acquisition is fence 1: nobody overwrote another's record.
     for (const i of [0, keys - 1]) expect((await store.get(`${prefix}${i}`))?.fence).toBe(1)
+  })
+})
+
+describe('SqliteStore records per scope', () => {
+  /** The table as the previous migration made it: no scope column, no scope index. */
+  const BEFORE_SCOPE = `CREATE TABLE idempotency_keys (
+    key TEXT NOT NULL PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 512), v INTEGER NOT NULL, state TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, token TEXT NOT NULL, fence INTEGER NOT NULL, takeover INTEGER NOT NULL,
+    lease_deadline INTEGER NOT NULL, created_at INTEGER NOT NULL, completed_at INTEGER, expires_at INTEGER NOT NULL,
+    status INTEGER, headers BLOB, body BLOB, replayable INTEGER) STRICT;
+    CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);`
+
+  const input = (key: string, scope: string) => ({ ...beginInput(key, randomHex(16)), scope })
+
+  it('migrates a file made before the scope column, keeping its records, then limits new keys', async () => {
+    const file = freshFile()
+    const old = new Database(file)
+    old.exec(BEFORE_SCOPE)
+    const kept = randomHex(32)
+    old
+      .prepare(
+        `INSERT INTO idempotency_keys (key, v, state, fingerprint, token, fence, takeover, lease_deadline,
+           created_at, expires_at) VALUES (?, 1, 'in_progress', 'v1:fp', 'owner', 4, 0, ?, 0, ?)`,
+      )
+      .run(kept, Date.now() + LEASE, Date.now() + LEASE + RETENTION)
+    old.close()
+
+    const store = await openSqliteStore(file, { maxRecordsPerScope: 2 })
+    toClose.push(store)
+    // Migrating again (every start does) changes nothing.
+    await store.migrate()
+    expect(await store.get(kept)).toMatchObject({ state: 'in_progress', fence: 4, token: 'owner' })
+    const scope = randomHex(32)
+    expect((await store.begin(input(randomHex(32), scope))).kind).toBe('acquired')
+    expect((await store.begin(input(randomHex(32), scope))).kind).toBe('acquired')
+    expect((await store.begin(input(randomHex(32), scope))).kind).toBe('scope_full')
+
+    const raw = new Database(file, { readonly: true })
+    toClose.push(raw)
+    const columns = raw.pragma('table_info(idempotency_keys)') as Array<{ name: string }>
+    expect(columns.map((c) => c.name).filter((name) => name === 'scope')).toEqual(['scope'])
+    const index = raw.prepare("SELECT sql FROM sqlite_master WHERE name = 'idempotency_keys_scope'").pluck().get()
+    expect(index).toMatch(/\(scope, expires_at\) WHERE scope IS NOT NULL$/)
+    // The old row carries no scope: it counts against none.
+    expect(raw.prepare('SELECT scope FROM idempotency_keys WHERE key = ?').pluck().get(kept)).toBeNull()
+  })
+
+  it('counts through the scope index, reading at most the limit', async () => {
+    const file = freshFile()
+    await open(file)
+    const raw = new Database(file, { readonly: true })
+    toClose.push(raw)
+    const count = readFileSync(new URL('../../src/stores/sqlite/sql/count-scope.sql', import.meta.url), 'utf8')
+      .replaceAll('{{table}}', '"idempotency_keys"')
+      .replaceAll('{{scope_index}}', '"idempotency_keys_scope"')
+    const plan = raw.prepare(`EXPLAIN QUERY PLAN ${count}`).all({ scope: 'x', now: 0, limit: 3 }) as Array<{
+      detail: string
+    }>
+    expect(plan.map((step) => step.detail).join('\n')).toMatch(
+      /SEARCH idempotency_keys USING (COVERING )?INDEX idempotency_keys_scope \(scope=\? AND expires_at>\?\)/,
+    )
+  })
+
+  it('writes no scope and runs no count without the option; with it, counts only for a key it would create', async () => {
+    const runs = new Map<string, number>()
+    const counted = (database: Database.Database): SqliteDatabase => ({
+      get open() {
+        return database.open
+      },
+      prepare(source) {
+        const statement = database.prepare(source)
+        const name = source.includes('count(*) AS held') ? 'count' : 'other'
+        return {
+          run: (params) => statement.run(params),
+          get(params) {
+            runs.set(name, (runs.get(name) ?? 0) + 1)
+            return statement.get(params)
+          },
+          safeIntegers: (toggle) => statement.safeIntegers(toggle),
+        }
+      },
+      exec: (source) => database.exec(source),
+      pragma: (source, options) => database.pragma(source, options),
+      transaction: (fn) => database.transaction(fn),
+      close: () => database.close(),
+    })
+    const file = freshFile()
+    const database = new Database(file)
+    toClose.push(database)
+    const scope = randomHex(32)
+
+    const plain = new SqliteStore({ database: counted(database) })
+    await plain.migrate()
+    const unscoped = randomHex(32)
+    expect((await plain.begin(input(unscoped, scope))).kind).toBe('acquired')
+    expect(runs.get('count')).toBeUndefined()
+    expect(database.prepare('SELECT scope FROM idempotency_keys WHERE key = ?').pluck().get(unscoped)).toBeNull()
+
+    const limited = new SqliteStore({ database: counted(database), maxRecordsPerScope: 5 })
+    const key = randomHex(32)
+    const owner = randomHex(16)
+    expect((await limited.begin({ ...input(key, scope), token: owner })).kind).toBe('acquired')
+    expect(runs.get('count')).toBe(1)
+    expect(database.prepare('SELECT scope FROM idempotency_keys WHERE key = ?').pluck().get(key)).toBe(scope)
+    // A conflict on a key the scope holds reads the record and nothing else.
+    expect((await limited.begin(input(key, scope))).kind).toBe('in_progress')
+    expect(runs.get('count')).toBe(1)
+    // A new key is counted again.
+    expect((await limited.begin(input(randomHex(32), scope))).kind).toBe('acquired')
+    expect(runs.get('count')).toBe(2)
+  })
+
+  it('rejects a limit that is not a positive integer', () => {
+    const database = new Database(':memory:')
+    toClose.push(database)
+    for (const maxRecordsPerScope of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => new SqliteStore({ database, maxRecordsPerScope })).toThrow(IdempotencyConfigError)
+    }
   })
 })

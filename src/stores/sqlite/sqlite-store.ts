@@ -47,6 +47,14 @@ export interface SqliteStoreOptions {
    * throws `IdempotencyStoreError('timeout')`; default 2000.
    */
   readonly busyRetryMs?: number
+  /**
+   * Most live records one scope (tenant) may hold, tombstones included; past it a new key of that scope is
+   * refused (`scope_full`: 429 from the adapters) while its existing keys keep working. Exact, even across
+   * processes: the count and the insert are one IMMEDIATE transaction. Records begun by a store without
+   * this option carry no scope and are not counted, so give every store on the table the same limit.
+   * Default: no limit, and no count on `begin`.
+   */
+  readonly maxRecordsPerScope?: number
 }
 
 /** Options of `openSqliteStore(path, …)`. */
@@ -80,6 +88,8 @@ const MAX_RETRY_PAUSE_MS = 50
 
 const SQL_FILES = {
   migration: new URL('./sql/migration.sql', import.meta.url),
+  addScope: new URL('./sql/add-scope.sql', import.meta.url),
+  countScope: new URL('./sql/count-scope.sql', import.meta.url),
   select: new URL('./sql/select.sql', import.meta.url),
   begin: new URL('./sql/begin.sql', import.meta.url),
   complete: new URL('./sql/complete.sql', import.meta.url),
@@ -90,7 +100,7 @@ const SQL_FILES = {
 } as const
 
 type SqlName = keyof typeof SQL_FILES
-type StatementName = Exclude<SqlName, 'migration'>
+type StatementName = Exclude<SqlName, 'migration' | 'addScope'>
 type Statements = Readonly<Record<StatementName, SqliteStatement>>
 
 const sqlTexts = new Map<SqlName, string>()
@@ -137,8 +147,10 @@ export class SqliteStore implements Store {
   readonly #db: SqliteDatabase
   readonly #table: string
   readonly #expiresIndex: string
+  readonly #scopeIndex: string
   readonly #clockOffset: ClockOffset
   readonly #busyRetryMs: number
+  readonly #maxRecordsPerScope: number | undefined
   #statements: Statements | null = null
   #runImmediate: { immediate(body: () => unknown): unknown } | null = null
   #closed = false
@@ -155,23 +167,52 @@ export class SqliteStore implements Store {
     if (!Number.isFinite(busyRetryMs) || busyRetryMs < 0) {
       throw new IdempotencyConfigError(`busyRetryMs must be a finite number ≥ 0, got ${busyRetryMs}`)
     }
+    const limit = options.maxRecordsPerScope
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) {
+      throw new IdempotencyConfigError(`maxRecordsPerScope must be a positive integer, got ${limit}`)
+    }
     this.#db = options.database
     this.#table = `"${table}"`
     this.#expiresIndex = `"${table}_expires_at"`
+    this.#scopeIndex = `"${table}_scope"`
+    this.#maxRecordsPerScope = limit
     this.#clockOffset = options.clockOffset ?? (() => 0)
     this.#busyRetryMs = busyRetryMs
   }
 
-  /** Creates the table and its expiry index if they do not exist (sql/migration.sql). */
+  /**
+   * Creates the table and its indexes if they do not exist (sql/migration.sql), first adding the scope
+   * column to a table made by an earlier version (sql/add-scope.sql). One IMMEDIATE transaction, so
+   * processes migrating one file at once never both add the column.
+   */
   async migrate(): Promise<void> {
-    await this.#retry(() => this.#withShortBusyTimeout(() => this.#db.exec(this.#sql('migration'))))
+    await this.#retry(() =>
+      this.#withShortBusyTimeout(() =>
+        this.#db
+          .transaction(() => {
+            const columns = this.#db.pragma(`table_info(${this.#table})`) as ReadonlyArray<{ readonly name: unknown }>
+            if (columns.length > 0 && !columns.some((column) => column.name === 'scope')) {
+              this.#db.exec(this.#sql('addScope'))
+            }
+            this.#db.exec(this.#sql('migration'))
+          })
+          .immediate(undefined),
+      ),
+    )
   }
 
   async begin(input: BeginInput): Promise<BeginResult> {
     const leaseMs = duration('leaseMs', input.leaseMs)
     const retentionMs = duration('retentionMs', input.retentionMs)
+    const limit = this.#maxRecordsPerScope
     return this.#transact((statements, now): BeginResult => {
-      const plan = planBegin(this.#read(statements, input.key, now), input, now)
+      const record = this.#read(statements, input.key, now)
+      // Only a begin that would create a record is counted: a key the scope already holds is always answered.
+      if (record === null && limit !== undefined) {
+        const row = statements.countScope.get({ scope: input.scope, now, limit }) as { held: number; first: number }
+        if (row.held >= limit) return { kind: 'scope_full', retryAfterMs: Math.max(0, row.first - now) }
+      }
+      const plan = planBegin(record, input, now)
       if (plan.kind === 'answer') return plan.result
       const leaseDeadline = now + leaseMs
       statements.begin.run({
@@ -184,6 +225,7 @@ export class SqliteStore implements Store {
         leaseDeadline,
         now,
         expiresAt: leaseDeadline + retentionMs,
+        scope: limit === undefined ? null : input.scope,
       })
       return { kind: 'acquired', fence: plan.fence, takeover: plan.takeover, previousFence: plan.previousFence }
     })
@@ -282,7 +324,10 @@ export class SqliteStore implements Store {
   }
 
   #sql(name: SqlName): string {
-    return sqlText(name).replaceAll('{{table}}', this.#table).replaceAll('{{expires_index}}', this.#expiresIndex)
+    return sqlText(name)
+      .replaceAll('{{table}}', this.#table)
+      .replaceAll('{{expires_index}}', this.#expiresIndex)
+      .replaceAll('{{scope_index}}', this.#scopeIndex)
   }
 
   #prepared(): Statements {
@@ -312,6 +357,7 @@ export class SqliteStore implements Store {
       extend: prepare('extend'),
       delete: prepare('delete'),
       sweep: prepare('sweep'),
+      countScope: prepare('countScope'),
     }
     return this.#statements
   }

@@ -1,5 +1,7 @@
--- Creates the idempotency record table and its expiry index; safe to run on every start.
--- Placeholders (validated and substituted once, at construction): {{table}}, {{expires_index}}.
+-- Creates the idempotency record table, its expiry index and its per-scope index; safe to run on every
+-- start. A table made before the scope column existed gets it first (add-scope.sql, run by migrate()).
+-- Placeholders (validated and substituted once, at construction): {{table}}, {{expires_index}},
+--   {{scope_index}}.
 -- Parameters: none. Results: none.
 
 CREATE TABLE IF NOT EXISTS {{table}} (
@@ -26,7 +28,13 @@ CREATE TABLE IF NOT EXISTS {{table}} (
   status          INTEGER,
   headers         BLOB,
   body            BLOB,
-  replayable      INTEGER
+  replayable      INTEGER,
+  -- Hex SHA-256 of the tenant scope, written only by a store with maxRecordsPerScope (else NULL), which
+  -- counts a scope's live records by it. Last, because older tables get it by ALTER TABLE.
+  scope           TEXT
 ) STRICT;
 
 CREATE INDEX IF NOT EXISTS {{expires_index}} ON {{table}} (expires_at);
+
+-- Partial: a store without the limit writes no scope, and then pays nothing for this index.
+CREATE INDEX IF NOT EXISTS {{scope_index}} ON {{table}} (scope, expires_at) WHERE scope IS NOT NULL;
