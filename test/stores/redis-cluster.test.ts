@@ -3,6 +3,7 @@
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
 import { Cluster } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
+import { IdempotencyConfigError } from '../../src/core/errors.js'
 import type { StoredResponse } from '../../src/core/store.js'
 import { randomStorageKey, randomToken } from '../../src/testing/random-storage-key.js'
 import { describeStoreContract } from '../../src/testing/store-contract.js'
@@ -106,6 +107,19 @@ describe('RedisStore on Redis Cluster', () => {
     expect(perNode).toHaveLength(3)
     for (const count of perNode) expect(count).toBeGreaterThan(0)
     expect(perNode.reduce((a, b) => a + b, 0)).toBe(keys.length)
+  })
+
+  it('refuses maxRecordsPerScope at construction: a scope set would sit in another slot than its records', async () => {
+    const client = ioredisClient(cluster)
+    expect(client.cluster).toBe(true)
+    expect(() => new RedisStore({ client, prefix: PREFIX, maxRecordsPerScope: 10 })).toThrow(IdempotencyConfigError)
+    expect(() => new RedisStore({ client, prefix: PREFIX, maxRecordsPerScope: 10 })).toThrow(/Cluster/)
+    // Why: the scope set and a record of that scope in different slots make the begin script fail on a Cluster.
+    const slot = async (key: string) => Number(await cluster.call('CLUSTER', 'KEYSLOT', key))
+    const key = `${PREFIX}:${randomStorageKey()}`
+    let set = `${PREFIX}:scope:${randomStorageKey()}`
+    while ((await slot(set)) === (await slot(key))) set = `${PREFIX}:scope:${randomStorageKey()}`
+    await expect(cluster.eval('return 1', 2, key, set)).rejects.toThrow(/CROSSSLOT/)
   })
 
   it('keeps working after SCRIPT FLUSH on every node: one EVAL per node, then EVALSHA alone', async () => {

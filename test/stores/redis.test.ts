@@ -117,6 +117,10 @@ afterAll(() => admin.disconnect())
       await ready(client)
       return new RedisStore({ client: ioredisClient(client), prefix, clockOffset })
     },
+    createLimited: async (clockOffset, maxRecordsPerScope) => {
+      await ready(client)
+      return new RedisStore({ client: ioredisClient(client), prefix, clockOffset, maxRecordsPerScope })
+    },
     // An unknown format version in an otherwise well-formed record.
     corrupt: async (_store, key) => {
       await admin.hset(`${prefix}:${key}`, { v: '99', state: 'in_progress' })
@@ -138,6 +142,10 @@ for (const resp of [2, 3] as const) {
     create: async (clockOffset) => {
       client ??= await nodeRedis(REDIS_URL, resp)
       return new RedisStore({ client: nodeRedisClient(client), prefix, clockOffset })
+    },
+    createLimited: async (clockOffset, maxRecordsPerScope) => {
+      client ??= await nodeRedis(REDIS_URL, resp)
+      return new RedisStore({ client: nodeRedisClient(client), prefix, clockOffset, maxRecordsPerScope })
     },
     // A key of the wrong type under the record's name.
     corrupt: async (_store, key) => {
@@ -180,6 +188,102 @@ describe('RedisStore on Redis', () => {
     expect(() => new RedisStore({ client, prefix: '{idem}' })).toThrow(IdempotencyConfigError)
     expect(() => new RedisStore({ client, durability: { replicas: 0, timeoutMs: 10 } })).toThrow(IdempotencyConfigError)
     expect(() => new RedisStore({ client, durability: { replicas: 1, timeoutMs: 0 } })).toThrow(IdempotencyConfigError)
+    for (const maxRecordsPerScope of [0, -1, 1.5, Number.NaN]) {
+      expect(() => new RedisStore({ client, maxRecordsPerScope })).toThrow(IdempotencyConfigError)
+    }
+  })
+
+  describe('maxRecordsPerScope', () => {
+    const client = ioredisClient(admin)
+    const scoped = (key: string, scope: string, token = randomToken()) => ({ ...begin(key, token), scope })
+    const pexpiretime = async (key: string) => Number(await admin.call('PEXPIRETIME', key))
+
+    it("keeps each scope's records in a sorted set at prefix:scope:<scope>, scored by their expiry", async () => {
+      const store = new RedisStore({ client, prefix, maxRecordsPerScope: 2 })
+      const scope = randomStorageKey()
+      const set = `${prefix}:scope:${scope}`
+      const [a, b] = [randomStorageKey(), randomStorageKey()]
+      const tokenA = randomToken()
+      const tokenB = randomToken()
+      expect((await store.begin(scoped(a, scope, tokenA))).kind).toBe('acquired')
+      expect((await store.begin(scoped(b, scope, tokenB))).kind).toBe('acquired')
+      const score = async (key: string) => Number(await admin.zscore(set, `${prefix}:${key}`))
+      const expiry = async (key: string) => (await store.get(key))?.expiresAt
+      expect(await admin.zcard(set)).toBe(2)
+      expect(await score(a)).toBe(await expiry(a))
+      // complete shortens a's expiry (no lease left to wait for), extend lengthens b's: the scores follow, and
+      // the set lives exactly as long as its latest member.
+      expect(await store.complete(complete(a, tokenA))).toBe(true)
+      expect(await store.extend({ key: b, token: tokenB, leaseMs: 3 * LEASE, retentionMs: RETENTION })).toBe(true)
+      expect(await score(a)).toBe(await expiry(a))
+      expect(await score(b)).toBe(await expiry(b))
+      expect(await pexpiretime(set)).toBe(await expiry(b))
+      expect(await store.release({ key: b, token: tokenB, retentionMs: RETENTION })).toBe(true)
+      expect(await score(b)).toBe(await expiry(b))
+      expect(await pexpiretime(set)).toBe(Math.max((await expiry(a)) ?? 0, (await expiry(b)) ?? 0))
+      // A tombstone taken again (not a new record, so not refused) keeps its place with its new expiry.
+      expect((await store.begin(scoped(b, scope))).kind).toBe('acquired')
+      expect(await admin.zcard(set)).toBe(2)
+      expect(await score(b)).toBe(await expiry(b))
+      // delete frees the place; with the last member gone, Redis drops the set.
+      expect(await store.delete(a)).toBe('deleted')
+      expect(await admin.zcard(set)).toBe(1)
+      expect(await store.delete(b, { force: true })).toBe('deleted')
+      expect(await admin.exists(set)).toBe(0)
+    })
+
+    it('adds no key and no field without the option, and does not count records made without it', async () => {
+      const plain = new RedisStore({ client, prefix })
+      const limited = new RedisStore({ client, prefix, maxRecordsPerScope: 1 })
+      const scope = randomStorageKey()
+      const old = randomStorageKey()
+      expect((await plain.begin(scoped(old, scope))).kind).toBe('acquired')
+      expect(await admin.exists(`${prefix}:scope:${scope}`)).toBe(0)
+      expect(await admin.hexists(`${prefix}:${old}`, 'sk')).toBe(0)
+      expect((await limited.begin(scoped(randomStorageKey(), scope))).kind).toBe('acquired')
+      expect((await limited.begin(scoped(randomStorageKey(), scope))).kind).toBe('scope_full')
+      expect((await limited.begin(scoped(old, scope))).kind).toBe('in_progress')
+    })
+
+    it('names the set under the ioredis keyPrefix, like the record', async () => {
+      const prefixed = await ready(ioredis(REDIS_URL, { keyPrefix: `${prefix}-kp:` }))
+      try {
+        const store = new RedisStore({ client: ioredisClient(prefixed), prefix, maxRecordsPerScope: 1 })
+        const scope = randomStorageKey()
+        const key = randomStorageKey()
+        const token = randomToken()
+        expect((await store.begin(scoped(key, scope, token))).kind).toBe('acquired')
+        const set = `${prefix}-kp:${prefix}:scope:${scope}`
+        expect(await admin.zrange(set, 0, -1)).toEqual([`${prefix}-kp:${prefix}:${key}`])
+        expect(await store.complete(complete(key, token))).toBe(true)
+        expect(Number(await admin.zscore(set, `${prefix}-kp:${prefix}:${key}`))).toBe((await store.get(key))?.expiresAt)
+        expect(await store.delete(key)).toBe('deleted')
+        expect(await admin.exists(set)).toBe(0)
+      } finally {
+        prefixed.disconnect()
+      }
+    })
+
+    it('fails on a foreign value under the set name before writing the record', async () => {
+      const store = new RedisStore({ client, prefix, maxRecordsPerScope: 2 })
+      const scope = randomStorageKey()
+      const set = `${prefix}:scope:${scope}`
+      await admin.set(set, 'foreign', 'PX', RETENTION)
+      const key = randomStorageKey()
+      await expect(store.begin(scoped(key, scope))).rejects.toMatchObject({ reason: 'undecodable' })
+      expect(await admin.exists(`${prefix}:${key}`)).toBe(0)
+      // A record already counted whose set was replaced: complete refuses before touching the record.
+      await admin.del(set)
+      const token = randomToken()
+      expect((await store.begin(scoped(key, scope, token))).kind).toBe('acquired')
+      await admin.set(set, 'foreign', 'PX', RETENTION)
+      await expect(store.complete(complete(key, token))).rejects.toMatchObject({ reason: 'undecodable' })
+      expect((await store.get(key))?.state).toBe('in_progress')
+      // delete still purges it (the operator's way out).
+      expect(await store.delete(key, { force: true })).toBe('deleted')
+      expect(await admin.get(set)).toBe('foreign')
+      await admin.del(set)
+    })
   })
 
   it('stores header bytes 0x00-0xff and the body as given, not as JSON or UTF-8', async () => {
@@ -268,6 +372,31 @@ describe('RedisStore on Redis', () => {
       const stats = await server.cli('INFO', 'commandstats')
       expect(calls(stats, 'evalsha')).toBe(7)
       expect(calls(stats, 'eval')).toBe(0)
+    })
+
+    it('costs the same with maxRecordsPerScope: one command per operation, a refusal included', async () => {
+      const store = new RedisStore({ client, prefix, maxRecordsPerScope: 1 })
+      for (const op of everyOperation(store)) await op()
+      const scope = randomStorageKey()
+      const key = randomStorageKey()
+      const token = randomToken()
+      const step = async (run: () => Promise<unknown>) => {
+        sent.length = 0
+        const result = await run()
+        return { result, sent: [...sent] }
+      }
+      const first = await step(() => store.begin({ ...begin(key, token), scope }))
+      expect(first).toMatchObject({ result: { kind: 'acquired' }, sent: ['evalsha'] })
+      const refused = await step(() => store.begin({ ...begin(randomStorageKey()), scope }))
+      expect(refused).toMatchObject({ result: { kind: 'scope_full' }, sent: ['evalsha'] })
+      for (const run of [
+        () => store.extend({ key, token, leaseMs: LEASE, retentionMs: RETENTION }),
+        () => store.complete(complete(key, token)),
+        () => store.release({ key, token, retentionMs: RETENTION }),
+        () => store.delete(key),
+      ]) {
+        expect((await step(run)).sent).toEqual(['evalsha'])
+      }
     })
 
     it('falls back to EVAL once after SCRIPT FLUSH, then is back to EVALSHA alone', async () => {

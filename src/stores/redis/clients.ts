@@ -27,6 +27,8 @@ export interface RedisClient {
   eval(source: string, keys: readonly string[], args: readonly RedisArgument[], wait?: WaitFor): Promise<ScriptReply>
   /** The text of `INFO <section>` (from any node of a cluster). */
   info(section: string): Promise<string>
+  /** True when keys may live on different nodes (a Cluster client): a script then touches one slot only. */
+  readonly cluster?: boolean
 }
 
 type IoredisArgument = string | Buffer | number
@@ -43,6 +45,8 @@ export interface IoredisLike {
   callBuffer(command: string, args: IoredisArgument[]): Promise<unknown>
   call(command: string, args: IoredisArgument[]): Promise<unknown>
   pipeline(): IoredisPipelineLike
+  /** ioredis sets it: true on a `Cluster`, false on a `Redis`. */
+  readonly isCluster?: boolean
 }
 
 /**
@@ -84,6 +88,7 @@ export function ioredisClient(client: IoredisLike): RedisClient {
     evalsha: (sha, keys, args, wait) => run('EVALSHA', sha, keys, args, wait),
     eval: (source, keys, args, wait) => run('EVAL', source, keys, args, wait),
     info: async (section) => text(await client.call('INFO', [section])),
+    cluster: client.isCluster === true,
   }
 }
 

@@ -43,6 +43,14 @@ export interface RedisStoreOptions {
    * record is released first so the key is not held.
    */
   readonly durability?: { readonly replicas: number; readonly timeoutMs: number }
+  /**
+   * Most live records one scope (tenant) may hold, tombstones included; past it a new key of that scope is
+   * refused (`scope_full`: 429 from the adapters) while its existing keys keep working. Default: no limit.
+   * Each scope then has a sorted set at `prefix + ':scope:' + scope hash` (member: the record's key, score: its
+   * expiry), kept by the same scripts in the same round trips. Single-node Redis only: a scope's records and
+   * its set sit in different Cluster slots, so a Cluster client is refused at construction.
+   */
+  readonly maxRecordsPerScope?: number
 }
 
 const EVICTING_POLICIES = new Set([
@@ -71,6 +79,8 @@ export class RedisStore implements Store {
   readonly #refuseEviction: boolean
   readonly #warn: (message: string) => void
   readonly #wait: WaitFor | undefined
+  /** `maxRecordsPerScope` as the begin script's argument, or undefined without a limit. */
+  readonly #scopeLimit: string | undefined
   readonly #scripts: Readonly<Record<OperationName, LuaScript>>
   #policyChecked = false
   #policyCheck: Promise<void> | undefined
@@ -101,6 +111,20 @@ export class RedisStore implements Store {
       }
       this.#wait = { replicas, timeoutMs }
     }
+    const limit = options.maxRecordsPerScope
+    if (limit !== undefined) {
+      if (!Number.isSafeInteger(limit) || limit < 1) {
+        throw new IdempotencyConfigError(`RedisStore: maxRecordsPerScope must be a positive integer, got ${limit}`)
+      }
+      // A script may only touch keys of one slot: complete, release, extend and delete get only the record's
+      // key, yet must move its score in its scope's set, which lives in another slot.
+      if (options.client.cluster === true) {
+        throw new IdempotencyConfigError(
+          "RedisStore: maxRecordsPerScope needs a single Redis node (or a primary with replicas), not a Cluster: each record is one key in its own slot, and counting a scope's records would make every operation touch a second key in another slot, which a Cluster refuses (CROSSSLOT). Limit records per tenant in front of the store, or use a non-Cluster Redis for this store",
+        )
+      }
+      this.#scopeLimit = String(limit)
+    }
     this.#client = options.client
     this.#prefix = prefix
     this.#clockOffset = options.clockOffset ?? (() => 0)
@@ -118,7 +142,12 @@ export class RedisStore implements Store {
       ms('retentionMs', input.retentionMs, 0),
       this.#offset(),
     ]
-    const reply = await this.#run('begin', input.key, args, this.#wait)
+    let scopeSet: string | undefined
+    if (this.#scopeLimit !== undefined) {
+      scopeSet = `${this.#prefix}:scope:${nonEmpty('scope', input.scope)}`
+      args.push(this.#scopeLimit)
+    }
+    const reply = await this.#run('begin', input.key, args, this.#wait, scopeSet)
     const result = decodeBegin(reply.values)
     if (this.#wait !== undefined && result.kind === 'acquired' && reply.replicas < this.#wait.replicas) {
       // The record may vanish in a failover: do not let a handler run on it, and free the key.
@@ -233,22 +262,27 @@ export class RedisStore implements Store {
     return String(Math.round(offset))
   }
 
-  /** EVALSHA, and EVAL only when the node has no such script (restart, failover, SCRIPT FLUSH). */
+  /**
+   * EVALSHA, and EVAL only when the node has no such script (restart, failover, SCRIPT FLUSH). `scopeSet` is
+   * the second key of a limited `begin`.
+   */
   async #run(
     operation: OperationName,
     key: string,
     args: readonly RedisArgument[],
     wait?: WaitFor,
+    scopeSet?: string,
   ): Promise<ScriptReply> {
     const storageKey = `${this.#prefix}:${nonEmpty('key', key)}`
+    const keys = scopeSet === undefined ? [storageKey] : [storageKey, scopeSet]
     const script = this.#scripts[operation]
     if (!this.#policyChecked) await this.#checkPolicy()
     try {
       try {
-        return await this.#client.evalsha(script.sha, [storageKey], args, wait)
+        return await this.#client.evalsha(script.sha, keys, args, wait)
       } catch (error) {
         if (!message(error).startsWith('NOSCRIPT')) throw error
-        return await this.#client.eval(script.source, [storageKey], args, wait)
+        return await this.#client.eval(script.source, keys, args, wait)
       }
     } catch (error) {
       throw storeError(operation, error)
@@ -308,6 +342,9 @@ function decodeBegin(values: readonly Buffer[]): BeginResult {
     case 'mismatch':
       exactly(values, 1, outcome)
       return { kind: 'mismatch' }
+    case 'scope_full':
+      exactly(values, 2, outcome)
+      return { kind: 'scope_full', retryAfterMs: Math.max(0, integer(values, 1)) }
     default:
       throw unexpected('begin', outcome)
   }

@@ -1,6 +1,6 @@
 #!lua
 -- complete: store the response iff the token owns the record, whatever its lease deadline.
--- KEYS[1]  the record (prefix:key)
+-- KEYS[1]  the record (prefix:key); with a per-scope limit, its scope set (field 'sk') is rescored too
 -- ARGV[1]  token
 -- ARGV[2]  status, integer 100-599
 -- ARGV[3]  replayable '1'|'0'
@@ -19,6 +19,15 @@ local function int(s, min)
 end
 local function str(n) return string.format('%d', n) end
 
+-- A record counted against a per-scope limit names its scope set in 'sk' (see begin.lua): its score follows
+-- the record's expiry, and the set lives as long as its latest member. The set is not in KEYS (the store
+-- knows only the record's key here), which is why a limited store refuses a Cluster client.
+local function rescore(sk, key, exp, offset)
+  redis.call('ZADD', sk, str(exp), key)
+  local last = redis.call('ZRANGE', sk, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', sk, str(tonumber(last[2]) - math.min(offset, 0)))
+end
+
 local key, token, status, replayable, headers, body = KEYS[1], ARGV[1], int(ARGV[2], 100),
   ARGV[3], ARGV[4], ARGV[5]
 local retentionMs, offset = int(ARGV[6], 0), int(ARGV[7], -MAX)
@@ -36,7 +45,7 @@ if kind == 'none' then return { 'not_owner' } end
 if kind ~= 'hash' then
   return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
 end
-local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp')
+local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp', 'sk')
 if f[1] ~= '1' then
   return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
 end
@@ -49,6 +58,8 @@ if exp <= now or f[3] ~= token or state == 'released' then return { 'not_owner' 
 if state == 'completed' then return { 'already_completed' } end
 
 local expires = now + retentionMs
+-- The set first: a foreign value under its name fails here, before the record is touched.
+if f[5] then rescore(f[5], key, expires, offset) end
 redis.call('HSET', key, 'state', 'completed', 'status', str(status), 'replayable', replayable,
   'headers', headers, 'body', body, 'completed', str(now), 'exp', str(expires))
 redis.call('PEXPIREAT', key, str(expires - math.min(offset, 0)))

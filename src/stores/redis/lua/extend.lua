@@ -1,6 +1,6 @@
 #!lua
 -- extend: push the lease deadline of the record the token owns.
--- KEYS[1]  the record (prefix:key)
+-- KEYS[1]  the record (prefix:key); with a per-scope limit, its scope set (field 'sk') is rescored too
 -- ARGV[1]  token
 -- ARGV[2]  lease ms from the store's now, integer > 0
 -- ARGV[3]  retention ms, integer >= 0 (kept after the new deadline)
@@ -17,6 +17,15 @@ local function int(s, min)
 end
 local function str(n) return string.format('%d', n) end
 
+-- A record counted against a per-scope limit names its scope set in 'sk' (see begin.lua): its score follows
+-- the record's expiry, and the set lives as long as its latest member. The set is not in KEYS (the store
+-- knows only the record's key here), which is why a limited store refuses a Cluster client.
+local function rescore(sk, key, exp, offset)
+  redis.call('ZADD', sk, str(exp), key)
+  local last = redis.call('ZRANGE', sk, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', sk, str(tonumber(last[2]) - math.min(offset, 0)))
+end
+
 local key, token = KEYS[1], ARGV[1]
 local leaseMs, retentionMs, offset = int(ARGV[2], 1), int(ARGV[3], 0), int(ARGV[4], -MAX)
 if key == nil or token == nil or leaseMs == nil or retentionMs == nil or offset == nil then
@@ -31,7 +40,7 @@ if kind == 'none' then return { 'not_owner' } end
 if kind ~= 'hash' then
   return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
 end
-local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp')
+local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp', 'sk')
 if f[1] ~= '1' then
   return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
 end
@@ -45,6 +54,8 @@ if state == 'completed' then return { 'already_completed' } end
 
 local lease = now + leaseMs
 local expires = lease + retentionMs
+-- The set first: a foreign value under its name fails here, before the record is touched.
+if f[5] then rescore(f[5], key, expires, offset) end
 redis.call('HSET', key, 'lease', str(lease), 'exp', str(expires))
 redis.call('PEXPIREAT', key, str(expires - math.min(offset, 0)))
 return { 'extended' }

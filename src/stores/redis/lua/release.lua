@@ -1,6 +1,6 @@
 #!lua
 -- release: turn the record the token owns into a tombstone that keeps the fence (and the token).
--- KEYS[1]  the record (prefix:key)
+-- KEYS[1]  the record (prefix:key); with a per-scope limit, its scope set (field 'sk') is rescored too
 -- ARGV[1]  token
 -- ARGV[2]  retention ms, integer >= 0 (the tombstone's life)
 -- ARGV[3]  clock offset ms, integer (0 in production)
@@ -16,6 +16,15 @@ local function int(s, min)
 end
 local function str(n) return string.format('%d', n) end
 
+-- A record counted against a per-scope limit names its scope set in 'sk' (see begin.lua): its score follows
+-- the record's expiry, and the set lives as long as its latest member. The set is not in KEYS (the store
+-- knows only the record's key here), which is why a limited store refuses a Cluster client.
+local function rescore(sk, key, exp, offset)
+  redis.call('ZADD', sk, str(exp), key)
+  local last = redis.call('ZRANGE', sk, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', sk, str(tonumber(last[2]) - math.min(offset, 0)))
+end
+
 local key, token, retentionMs, offset = KEYS[1], ARGV[1], int(ARGV[2], 0), int(ARGV[3], -MAX)
 if key == nil or token == nil or retentionMs == nil or offset == nil then
   return redis.error_reply('IDEMPOTENCY_ARGUMENT release needs 1 key and 3 valid arguments')
@@ -29,7 +38,7 @@ if kind == 'none' then return { 'not_owner' } end
 if kind ~= 'hash' then
   return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
 end
-local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp')
+local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp', 'sk')
 if f[1] ~= '1' then
   return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
 end
@@ -43,6 +52,8 @@ if state == 'released' then return { 'already_released' } end
 if state == 'completed' then return { 'completed' } end
 
 local expires = now + retentionMs
+-- The set first: a foreign value under its name fails here, before the record is touched.
+if f[5] then rescore(f[5], key, expires, offset) end
 redis.call('HSET', key, 'state', 'released', 'fp', '', 'released', str(now), 'exp', str(expires))
 redis.call('PEXPIREAT', key, str(expires - math.min(offset, 0)))
 return { 'released' }
