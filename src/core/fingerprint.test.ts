@@ -1,14 +1,18 @@
 // Unit tests for the request fingerprint: what it covers, what it ignores, and its encoding.
 import { createHash } from 'node:crypto'
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { canonicalizeJson, canonicalizeValue } from './canonical-json.js'
 import {
   FINGERPRINT_VERSION,
   type FingerprintBody,
   type FingerprintInput,
   fingerprintRequest,
+  fingerprintRequestHex,
   isJsonMediaType,
   mediaTypeOf,
   type Sha256,
+  sha256HexOfText,
   toHex,
 } from './fingerprint.js'
 
@@ -183,6 +187,164 @@ describe('fingerprintRequest', () => {
   })
 })
 
+/**
+ * The v1 encoding written the plain way (a new array per field, then one concatenation): the reused buffer
+ * of `fingerprintRequest` must give exactly these bytes, or every stored fingerprint would stop matching.
+ */
+function referenceFingerprint(input: FingerprintInput, maxDepth: number): string {
+  const encode = (text: string) => new TextEncoder().encode(text)
+  let tag = 'raw'
+  let body: Uint8Array
+  if (input.body.kind === 'none') {
+    tag = 'none'
+    body = new Uint8Array(0)
+  } else if (input.body.kind === 'parsed') {
+    const canonical = canonicalizeValue(input.body.value, { maxDepth })
+    if (canonical.kind !== 'ok') return canonical.kind
+    tag = 'json'
+    body = encode(canonical.text)
+  } else {
+    body = input.body.bytes
+    if (isJsonMediaType(input.mediaType)) {
+      let text: string | undefined
+      try {
+        text = new TextDecoder('utf-8', { fatal: true }).decode(input.body.bytes)
+      } catch {
+        text = undefined
+      }
+      const canonical = text === undefined ? undefined : canonicalizeJson(text, { maxDepth })
+      if (canonical?.kind === 'too_deep') return 'too_deep'
+      if (canonical?.kind === 'ok') {
+        tag = 'json'
+        body = encode(canonical.text)
+      }
+    }
+  }
+  const headers = input.headers
+    .map(([name, value]) => [name.toLowerCase(), value] as const)
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+  const fields = [
+    encode('idempotency-kit fingerprint v1'),
+    encode(input.method),
+    encode(input.url),
+    encode(input.mediaType === null ? 'none' : `type:${input.mediaType}`),
+    encode(tag),
+    body,
+    encode(String(headers.length)),
+    ...headers.flatMap(([name, value]) => [encode(name), encode(value)]),
+  ]
+  const out = new Uint8Array(fields.reduce((n, f) => n + 4 + f.length, 0))
+  const view = new DataView(out.buffer)
+  let at = 0
+  for (const field of fields) {
+    view.setUint32(at, field.length)
+    out.set(field, at + 4)
+    at += 4 + field.length
+  }
+  return `v1:${createHash('sha256').update(out).digest('hex')}`
+}
+
+describe('the v1 encoding', () => {
+  it('keeps these fingerprints (computed before the encoding was rewritten to reuse one buffer)', () => {
+    const hashed = (input: FingerprintInput) => {
+      const result = fingerprintRequest(input, sha256)
+      return result.kind === 'ok' ? result.fingerprint : result.kind
+    }
+    expect(
+      hashed({
+        method: 'POST',
+        url: '/api/payments/charge',
+        mediaType: 'application/json',
+        body: raw('{"amount":5000,"customerId":"cus_123","currency":"usd"}'),
+        headers: [],
+      }),
+    ).toBe('v1:ff7f421c2888a1e42a314247f5e26660c2d0c34617c01cca3c80252036720568')
+    expect(
+      hashed({
+        method: 'PUT',
+        url: '/x?é=1',
+        mediaType: 'text/plain',
+        body: raw('héllo'),
+        headers: [
+          ['X-B', 'ü'],
+          ['x-a', '1'],
+        ],
+      }),
+    ).toBe('v1:fb052be90d29ce08af1d8df7273997ef8d9e9aa154da2f8a649826025d7bfb6d')
+    expect(hashed({ method: 'PATCH', url: '/y', mediaType: null, body: { kind: 'none' }, headers: [] })).toBe(
+      'v1:a4fa72f677cd3866f2005fec7b06197d76a8e2dcd9b454d077167b3cb949f17f',
+    )
+    expect(
+      hashed({
+        method: 'POST',
+        url: '/z',
+        mediaType: 'application/merge-patch+json',
+        body: { kind: 'parsed', value: { b: [1, 2.5, 'x\u2028'], a: { '€': null, é: true } } },
+        headers: [],
+      }),
+    ).toBe('v1:d1bd38f4814f8d98fcc2e39b59104e9842da531daf8b5c5e067edddf6943e691')
+  })
+
+  it('matches the plain encoding on random requests, long and short, ASCII or not, lone surrogates too', () => {
+    const text = fc.oneof(
+      fc.string({ maxLength: 80 }),
+      fc.string({ unit: 'binary', maxLength: 80 }),
+      fc.string({ unit: 'grapheme', maxLength: 40 }),
+      // Around the length where the writer stops copying ASCII by hand.
+      fc.string({ minLength: 60, maxLength: 70 }).map((s) => `${s}é`),
+      fc.constantFrom('\ud800', 'a\udc00b', '\ud83d\ude00'),
+    )
+    const json = fc.json({ maxDepth: 4 })
+    const body = fc.oneof(
+      fc.constant<FingerprintBody>({ kind: 'none' }),
+      json.map((t): FingerprintBody => raw(t)),
+      text.map((t): FingerprintBody => raw(t)),
+      fc.uint8Array({ maxLength: 300 }).map((bytes): FingerprintBody => ({ kind: 'raw', bytes })),
+      json.map((t): FingerprintBody => ({ kind: 'parsed', value: JSON.parse(t) })),
+    )
+    const input = fc.record({
+      method: text,
+      url: text,
+      mediaType: fc.constantFrom(null, 'application/json', 'text/plain', 'application/x+json', 'é/ü'),
+      body,
+      headers: fc.array(fc.tuple(text, text), { maxLength: 4 }),
+    })
+    fc.assert(
+      fc.property(input, fc.integer({ min: 1, max: 6 }), (request, maxDepth) => {
+        const expected = referenceFingerprint(request, maxDepth)
+        const actual = fingerprintRequest(request, sha256, { maxDepth })
+        const hex = fingerprintRequestHex(request, (d) => createHash('sha256').update(d).digest('hex'), { maxDepth })
+        expect(actual.kind === 'ok' ? actual.fingerprint : actual.kind).toBe(expected)
+        expect(hex).toEqual(actual)
+      }),
+      { numRuns: 2_000 },
+    )
+  })
+
+  it('fingerprints a body larger than the reused buffer, and a small one after it, the plain way', () => {
+    const big = raw(JSON.stringify({ items: Array.from({ length: 15_000 }, (_, i) => ({ i, s: `é${i}` })) }))
+    const small = raw('{"b":1,"a":"x"}')
+    for (const body of [big, small, big, small]) {
+      const request = { ...base, body }
+      const result = fingerprintRequest(request, sha256, { maxDepth: 8 })
+      expect(result.kind === 'ok' ? result.fingerprint : result.kind).toBe(referenceFingerprint(request, 8))
+    }
+  })
+})
+
+describe('sha256HexOfText', () => {
+  it('hashes the UTF-8 bytes TextEncoder gives, short or long, lone surrogates as U+FFFD', () => {
+    const hex = (d: Uint8Array) => createHash('sha256').update(d).digest('hex')
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 200 }), fc.string({ maxLength: 200 })), (text) => {
+        expect(sha256HexOfText(text, hex)).toBe(hex(new TextEncoder().encode(text)))
+      }),
+    )
+    const long = 'tenant\u0000é'.repeat(100_000)
+    expect(sha256HexOfText(long, hex)).toBe(hex(new TextEncoder().encode(long)))
+  })
+})
+
 describe('mediaTypeOf and isJsonMediaType', () => {
   it('lower-cases type/subtype and drops parameters', () => {
     expect(mediaTypeOf(undefined)).toBeNull()
@@ -190,6 +352,10 @@ describe('mediaTypeOf and isJsonMediaType', () => {
     expect(mediaTypeOf(' ; charset=utf-8')).toBeNull()
     expect(mediaTypeOf('Application/JSON; charset=UTF-8')).toBe('application/json')
     expect(mediaTypeOf(' text/plain ')).toBe('text/plain')
+    // The same value twice (the second from the kept answer), then another.
+    expect(mediaTypeOf('Application/JSON; charset=UTF-8')).toBe('application/json')
+    expect(mediaTypeOf('Application/JSON; charset=UTF-8')).toBe('application/json')
+    expect(mediaTypeOf('text/csv')).toBe('text/csv')
   })
 
   it('knows JSON and +json types', () => {

@@ -45,7 +45,7 @@ const encoder = new TextEncoder()
 /** Lower-case hexadecimal of some bytes. */
 export function toHex(bytes: Uint8Array): string {
   let hex = ''
-  for (const byte of bytes) hex += HEX[byte]
+  for (let i = 0; i < bytes.length; i++) hex += HEX[bytes[i] as number]
   return hex
 }
 
@@ -56,6 +56,18 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 /** The lower-cased `type/subtype` of a Content-Type value, without parameters; null when absent or empty. */
 export function mediaTypeOf(contentType: string | undefined): string | null {
   if (contentType === undefined) return null
+  if (contentType === lastContentType) return lastMediaType
+  const type = parseMediaType(contentType)
+  lastContentType = contentType
+  lastMediaType = type
+  return type
+}
+
+// Nearly every request of a route sends the same Content-Type: the last answer is kept.
+let lastContentType: string | undefined
+let lastMediaType: string | null = null
+
+function parseMediaType(contentType: string): string | null {
   const semicolon = contentType.indexOf(';')
   const type = (semicolon < 0 ? contentType : contentType.slice(0, semicolon))
     .replace(/^[ \t]+|[ \t]+$/g, '')
@@ -81,89 +93,207 @@ export function isJsonMediaType(mediaType: string | null): boolean {
 export function fingerprintRequest(
   input: FingerprintInput,
   sha256: Sha256,
-  options: FingerprintOptions = { maxDepth: DEFAULT_MAX_JSON_DEPTH },
+  options: FingerprintOptions = DEFAULT_OPTIONS,
 ): FingerprintResult {
-  const body = encodeBody(input.body, input.mediaType, options)
-  if (body.kind !== 'ok') return body
-
-  const headers = input.headers
-    .map(([name, value]) => [name.toLowerCase(), value] as const)
-    // Stable sort by name, so the order headers are configured in does not matter.
-    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-
-  const fields: Uint8Array[] = [
-    encoder.encode(`idempotency-kit fingerprint ${FINGERPRINT_VERSION}`),
-    encoder.encode(input.method),
-    encoder.encode(input.url),
-    encoder.encode(input.mediaType === null ? 'none' : `type:${input.mediaType}`),
-    encoder.encode(body.tag),
-    body.bytes,
-    encoder.encode(String(headers.length)),
-  ]
-  for (const [name, value] of headers) fields.push(encoder.encode(name), encoder.encode(value))
-  return { kind: 'ok', fingerprint: `${FINGERPRINT_VERSION}:${toHex(sha256(lengthPrefixed(fields)))}` }
+  return fingerprintRequestHex(input, (data) => toHex(sha256(data)), options)
 }
 
-type EncodedBody =
-  | { readonly kind: 'ok'; readonly tag: string; readonly bytes: Uint8Array }
-  | { readonly kind: 'too_deep' }
-  | { readonly kind: 'invalid' }
+/** A synchronous SHA-256 that answers lower-case hex (node:crypto's one-shot `hash` does, without a Buffer). */
+export type Sha256Hex = (data: Uint8Array) => string
 
-const NO_BYTES = new Uint8Array(0)
+const DEFAULT_OPTIONS: FingerprintOptions = { maxDepth: DEFAULT_MAX_JSON_DEPTH }
+const TOO_DEEP: FingerprintResult = { kind: 'too_deep' }
+const INVALID: FingerprintResult = { kind: 'invalid' }
 
-function encodeBody(body: FingerprintBody, mediaType: string | null, options: FingerprintOptions): EncodedBody {
+/** `fingerprintRequest` with a digest that answers hex: the same fingerprint, the engine's hot path. */
+export function fingerprintRequestHex(
+  input: FingerprintInput,
+  sha256Hex: Sha256Hex,
+  options: FingerprintOptions = DEFAULT_OPTIONS,
+): FingerprintResult {
+  // The body first: a body that cannot be fingerprinted ends here, before anything is written.
+  let tag: string
+  let text: string | undefined
+  let bytes: Uint8Array | undefined
+  const body = input.body
   switch (body.kind) {
     case 'none':
-      return { kind: 'ok', tag: 'none', bytes: NO_BYTES }
+      tag = 'none'
+      break
     case 'parsed': {
       const canonical = canonicalizeValue(body.value, options)
-      if (canonical.kind !== 'ok') return canonical
-      return { kind: 'ok', tag: 'json', bytes: encoder.encode(canonical.text) }
+      if (canonical.kind !== 'ok') return canonical.kind === 'too_deep' ? TOO_DEEP : INVALID
+      tag = 'json'
+      text = canonical.text
+      break
     }
     case 'raw': {
-      if (!isJsonMediaType(mediaType)) return { kind: 'ok', tag: 'raw', bytes: body.bytes }
-      let text: string
-      try {
-        text = utf8.decode(body.bytes)
-      } catch {
-        // The body parser already judged these bytes; they are hashed as they are, not rejected.
-        return { kind: 'ok', tag: 'raw', bytes: body.bytes }
+      tag = 'raw'
+      bytes = body.bytes
+      if (!isJsonMediaType(input.mediaType)) break
+      const decoded = decodeUtf8(body.bytes)
+      // Not UTF-8: the body parser already judged these bytes; they are hashed as they are, not rejected.
+      if (decoded === undefined) break
+      const canonical = canonicalizeJson(decoded, options)
+      if (canonical.kind === 'too_deep') return TOO_DEEP
+      if (canonical.kind === 'ok') {
+        tag = 'json'
+        text = canonical.text
+        bytes = undefined
       }
-      const canonical = canonicalizeJson(text, options)
-      switch (canonical.kind) {
-        case 'ok':
-          return { kind: 'ok', tag: 'json', bytes: encoder.encode(canonical.text) }
-        case 'invalid':
-          return { kind: 'ok', tag: 'raw', bytes: body.bytes }
-        case 'too_deep':
-          return canonical
-        default: {
-          const unknown: never = canonical
-          throw new TypeError(`unknown canonical result ${String(unknown)}`)
-        }
-      }
+      break
     }
     default: {
       const unknown: never = body
       throw new TypeError(`unknown body kind ${String(unknown)}`)
     }
   }
+
+  const w = takeWriter()
+  try {
+    w.rawField(PREFIX)
+    w.field(input.method)
+    w.field(input.url)
+    if (input.mediaType === null) w.field('none')
+    else {
+      const start = w.open()
+      w.string('type:')
+      w.string(input.mediaType)
+      w.close(start)
+    }
+    w.field(tag)
+    if (text !== undefined) w.field(text)
+    else w.rawField(bytes ?? NO_BYTES)
+    const count = input.headers.length
+    w.field(count === 0 ? '0' : String(count))
+    if (count > 0) {
+      const headers = input.headers
+        .map(([name, value]) => [name.toLowerCase(), value] as const)
+        // Stable sort by name, so the order headers are configured in does not matter.
+        .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      for (const [name, value] of headers) {
+        w.field(name)
+        w.field(value)
+      }
+    }
+    return { kind: 'ok', fingerprint: `${FINGERPRINT_VERSION}:${sha256Hex(w.bytes.subarray(0, w.at))}` }
+  } finally {
+    giveBack(w)
+  }
 }
 
-/** Concatenates fields, each preceded by its byte length as a 4-byte big-endian integer. */
-function lengthPrefixed(fields: readonly Uint8Array[]): Uint8Array {
-  let total = 0
-  for (const field of fields) {
-    if (field.length > 0xffffffff) throw new RangeError('a fingerprint field is larger than 4 GiB')
-    total += 4 + field.length
+/** Hex SHA-256 of a string's UTF-8 bytes (the bytes `TextEncoder` gives), encoded into the reused buffer. */
+export function sha256HexOfText(text: string, sha256Hex: Sha256Hex): string {
+  const w = takeWriter()
+  try {
+    w.string(text)
+    return sha256Hex(w.bytes.subarray(0, w.at))
+  } finally {
+    giveBack(w)
   }
-  const out = new Uint8Array(total)
-  const view = new DataView(out.buffer)
-  let offset = 0
-  for (const field of fields) {
-    view.setUint32(offset, field.length)
-    out.set(field, offset + 4)
-    offset += 4 + field.length
+}
+
+const NO_BYTES = new Uint8Array(0)
+const PREFIX = encoder.encode(`idempotency-kit fingerprint ${FINGERPRINT_VERSION}`)
+
+/** The UTF-8 text of `bytes`, or undefined when they are not UTF-8. */
+function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return utf8.decode(bytes)
+  } catch {
+    return undefined
   }
-  return out
+}
+
+/**
+ * Writes length-prefixed fields into one growing buffer: one encode into place per string instead of a new
+ * array per field and another for their concatenation. The same bytes as `TextEncoder.encode` (a lone
+ * surrogate becomes U+FFFD either way).
+ */
+class FieldWriter {
+  bytes: Uint8Array
+  at = 0
+
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size)
+  }
+
+  reserve(extra: number): void {
+    const needed = this.at + extra
+    if (needed <= this.bytes.length) return
+    const grown = new Uint8Array(Math.max(needed, this.bytes.length * 2))
+    grown.set(this.bytes.subarray(0, this.at))
+    this.bytes = grown
+  }
+
+  /** Leaves room for a field's length; `close` fills it in. */
+  open(): number {
+    this.reserve(4)
+    const start = this.at
+    this.at += 4
+    return start
+  }
+
+  /** Writes the field's byte length, a 4-byte big-endian integer, before it. */
+  close(start: number): void {
+    const length = this.at - start - 4
+    if (length > 0xffffffff) throw new RangeError('a fingerprint field is larger than 4 GiB')
+    const b = this.bytes
+    b[start] = length >>> 24
+    b[start + 1] = (length >>> 16) & 0xff
+    b[start + 2] = (length >>> 8) & 0xff
+    b[start + 3] = length & 0xff
+  }
+
+  /** Appends the UTF-8 bytes of `text`: short ASCII by hand, the rest by `encodeInto`. */
+  string(text: string): void {
+    // A UTF-16 code unit never takes more than 3 bytes (a pair: 4 bytes for 2 units).
+    this.reserve(text.length * 3)
+    let rest = text
+    if (text.length <= 64) {
+      const b = this.bytes
+      let at = this.at
+      let i = 0
+      for (; i < text.length; i++) {
+        const c = text.charCodeAt(i)
+        if (c >= 0x80) break
+        b[at++] = c
+      }
+      this.at = at
+      if (i === text.length) return
+      rest = text.slice(i)
+    }
+    this.at += encoder.encodeInto(rest, this.bytes.subarray(this.at)).written
+  }
+
+  field(text: string): void {
+    const start = this.open()
+    this.string(text)
+    this.close(start)
+  }
+
+  rawField(bytes: Uint8Array): void {
+    if (bytes.length > 0xffffffff) throw new RangeError('a fingerprint field is larger than 4 GiB')
+    const start = this.open()
+    this.reserve(bytes.length)
+    this.bytes.set(bytes, this.at)
+    this.at += bytes.length
+    this.close(start)
+  }
+}
+
+/** Kept between requests up to this size; a larger one (a big body) is dropped after use. */
+const KEEP_BYTES = 1024 * 1024
+let spare: FieldWriter | undefined = new FieldWriter(4096)
+
+/** The reused writer, or a new one should a digest ever call back into fingerprinting while it is in use. */
+function takeWriter(): FieldWriter {
+  const w = spare ?? new FieldWriter(4096)
+  spare = undefined
+  w.at = 0
+  return w
+}
+
+function giveBack(w: FieldWriter): void {
+  if (w.bytes.length <= KEEP_BYTES) spare = w
 }
