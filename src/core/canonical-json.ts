@@ -14,14 +14,20 @@ export interface CanonicalJsonOptions {
 const INVALID: CanonicalJsonResult = { kind: 'invalid' }
 const TOO_DEEP: CanonicalJsonResult = { kind: 'too_deep' }
 
-interface Member {
-  readonly name: string
-  readonly value: string
-}
+/**
+ * An open array or object. Arrays use `values` only; objects keep each member's name (unescaped, the sort
+ * key), its canonical quoted form and its value in three lists of equal length (the name is pushed first).
+ */
+class Frame {
+  readonly values: string[] = []
+  readonly names: string[] | undefined
+  readonly quoted: string[] | undefined
 
-type Frame =
-  | { readonly kind: 'array'; readonly items: string[] }
-  | { readonly kind: 'object'; readonly members: Member[]; name: string }
+  constructor(isObject: boolean) {
+    this.names = isObject ? [] : undefined
+    this.quoted = isObject ? [] : undefined
+  }
+}
 
 function checkOptions(options: CanonicalJsonOptions): void {
   if (!Number.isInteger(options.maxDepth) || options.maxDepth < 0) {
@@ -29,17 +35,52 @@ function checkOptions(options: CanonicalJsonOptions): void {
   }
 }
 
-// Array.prototype.sort is stable, so duplicate names keep their order of appearance; `<` compares
-// UTF-16 code units, as RFC 8785 §3.2.3 requires (localeCompare would not).
-const byName = (a: Member, b: Member): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
-
-function closeObject(members: Member[]): string {
-  members.sort(byName)
+/**
+ * Members sorted by name in UTF-16 code units, as RFC 8785 §3.2.3 requires (`<` compares code units;
+ * localeCompare would not). Stable: duplicate names keep their order of appearance. Most objects arrive
+ * already sorted or small, so those are checked and insertion-sorted before a general sort is paid for.
+ */
+function closeObject(names: string[], quoted: string[], values: string[]): string {
+  const n = names.length
+  let sorted = true
+  for (let i = 1; i < n; i++) {
+    if ((names[i - 1] as string) > (names[i] as string)) {
+      sorted = false
+      break
+    }
+  }
   let text = '{'
-  for (let i = 0; i < members.length; i++) {
-    const member = members[i] as Member
+  if (sorted) {
+    for (let i = 0; i < n; i++) {
+      if (i > 0) text += ','
+      text += `${quoted[i] as string}:${values[i] as string}`
+    }
+    return `${text}}`
+  }
+  const order = new Array<number>(n)
+  for (let i = 0; i < n; i++) order[i] = i
+  if (n <= 16) {
+    for (let i = 1; i < n; i++) {
+      const at = order[i] as number
+      const name = names[at] as string
+      let j = i - 1
+      while (j >= 0 && (names[order[j] as number] as string) > name) {
+        order[j + 1] = order[j] as number
+        j--
+      }
+      order[j + 1] = at
+    }
+  } else {
+    order.sort((a, b) => {
+      const x = names[a] as string
+      const y = names[b] as string
+      return x < y ? -1 : x > y ? 1 : a - b
+    })
+  }
+  for (let i = 0; i < n; i++) {
+    const at = order[i] as number
     if (i > 0) text += ','
-    text += `${JSON.stringify(member.name)}:${member.value}`
+    text += `${quoted[at] as string}:${values[at] as string}`
   }
   return `${text}}`
 }
@@ -61,7 +102,20 @@ export function canonicalizeJson(text: string, options: CanonicalJsonOptions): C
     // Read one value; containers push a frame and go back to reading their first value.
     let value: string
     const c = text.charCodeAt(pos)
-    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+    if (c === 0x22 /* " */) {
+      const end = scanString(text, pos)
+      if (end < 0) return INVALID
+      value = canonicalString(text, pos, end)
+      pos = end
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      const end = scanNumber(text, pos)
+      if (end < 0) return INVALID
+      // A plain integer of at most 15 digits is its own canonical form (JSON allows no leading zeros), but -0.
+      const digits = end - pos - (c === 0x2d ? 1 : 0)
+      value = scannedInteger && digits <= 15 ? text.slice(pos, end) : canonicalNumber(text.slice(pos, end))
+      if (value === '-0') value = '0'
+      pos = end
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       if (stack.length >= options.maxDepth) return TOO_DEEP
       pos = skipWhitespace(text, pos + 1)
       if (c === 0x5b) {
@@ -69,29 +123,19 @@ export function canonicalizeJson(text: string, options: CanonicalJsonOptions): C
           pos++
           value = '[]'
         } else {
-          stack.push({ kind: 'array', items: [] })
+          stack.push(new Frame(false))
           continue
         }
       } else if (text.charCodeAt(pos) === 0x7d) {
         pos++
         value = '{}'
       } else {
-        const name = readName(text, pos)
-        if (name === undefined) return INVALID
-        pos = name.end
-        stack.push({ kind: 'object', members: [], name: name.value })
+        const frame = new Frame(true)
+        pos = readName(text, pos, frame)
+        if (pos < 0) return INVALID
+        stack.push(frame)
         continue
       }
-    } else if (c === 0x22 /* " */) {
-      const str = readString(text, pos)
-      if (str === undefined) return INVALID
-      pos = str.end
-      value = JSON.stringify(str.value)
-    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
-      const end = scanNumber(text, pos)
-      if (end < 0) return INVALID
-      value = canonicalNumber(text.slice(pos, end))
-      pos = end
     } else if (text.startsWith('true', pos)) {
       value = 'true'
       pos += 4
@@ -113,8 +157,8 @@ export function canonicalizeJson(text: string, options: CanonicalJsonOptions): C
         return pos === text.length ? { kind: 'ok', text: value } : INVALID
       }
       const d = text.charCodeAt(pos)
-      if (frame.kind === 'array') {
-        frame.items.push(value)
+      frame.values.push(value)
+      if (frame.names === undefined) {
         if (d === 0x2c /* , */) {
           pos = skipWhitespace(text, pos + 1)
           break
@@ -122,20 +166,17 @@ export function canonicalizeJson(text: string, options: CanonicalJsonOptions): C
         if (d !== 0x5d /* ] */) return INVALID
         pos++
         stack.pop()
-        value = `[${frame.items.join(',')}]`
+        value = `[${frame.values.join(',')}]`
       } else {
-        frame.members.push({ name: frame.name, value })
         if (d === 0x2c /* , */) {
-          const name = readName(text, skipWhitespace(text, pos + 1))
-          if (name === undefined) return INVALID
-          frame.name = name.value
-          pos = name.end
+          pos = readName(text, skipWhitespace(text, pos + 1), frame)
+          if (pos < 0) return INVALID
           break
         }
         if (d !== 0x7d /* } */) return INVALID
         pos++
         stack.pop()
-        value = closeObject(frame.members)
+        value = closeObject(frame.names, frame.quoted as string[], frame.values)
       }
     }
   }
@@ -151,14 +192,77 @@ function skipWhitespace(text: string, from: number): number {
   }
 }
 
-/** Reads `"name"` then whitespace, `:` and whitespace; ends where the member's value starts. */
-function readName(text: string, from: number): { value: string; end: number } | undefined {
-  if (text.charCodeAt(from) !== 0x22) return undefined
-  const str = readString(text, from)
-  if (str === undefined) return undefined
-  const colon = skipWhitespace(text, str.end)
-  if (text.charCodeAt(colon) !== 0x3a) return undefined
-  return { value: str.value, end: skipWhitespace(text, colon + 1) }
+/**
+ * Set by `scanString`: the string had no escape and no surrogate code unit, so its text between the quotes
+ * is its value and, quotes included, already its canonical form (JSON.stringify would change nothing).
+ */
+let scannedPlain = false
+/** Set by `scanNumber`: the number had no fraction and no exponent. */
+let scannedInteger = false
+
+/** Checks the JSON string at `from` (its opening quote); returns the index after its closing quote, or -1. */
+function scanString(text: string, from: number): number {
+  let pos = from + 1
+  let plain = true
+  for (;;) {
+    if (pos >= text.length) return -1
+    const c = text.charCodeAt(pos)
+    if (c === 0x22) {
+      scannedPlain = plain
+      return pos + 1
+    }
+    if (c < 0x20) return -1
+    if (c === 0x5c) {
+      plain = false
+      const e = text.charCodeAt(pos + 1)
+      if (e === 0x75 /* u */) {
+        for (let i = pos + 2; i < pos + 6; i++) if (!isHexDigit(text.charCodeAt(i))) return -1
+        pos += 6
+      } else if (
+        e === 0x22 ||
+        e === 0x5c ||
+        e === 0x2f ||
+        e === 0x62 ||
+        e === 0x66 ||
+        e === 0x6e ||
+        e === 0x72 ||
+        e === 0x74
+      ) {
+        pos += 2
+      } else {
+        return -1
+      }
+      continue
+    }
+    // A surrogate, paired or lone: the general path re-escapes a lone one as JSON.stringify does.
+    if (c >= 0xd800 && c <= 0xdfff) plain = false
+    pos++
+  }
+}
+
+const isHexDigit = (c: number): boolean =>
+  (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) || (c >= 0x41 && c <= 0x46)
+
+/** The canonical form of the string `scanString` just checked between `from` and `end`. */
+function canonicalString(text: string, from: number, end: number): string {
+  if (scannedPlain) return text.slice(from, end)
+  return JSON.stringify(readString(text, from)?.value)
+}
+
+/**
+ * Reads `"name"` then whitespace, `:` and whitespace into `frame`; returns where the member's value starts,
+ * or -1 if malformed.
+ */
+function readName(text: string, from: number, frame: Frame): number {
+  if (text.charCodeAt(from) !== 0x22) return -1
+  const end = scanString(text, from)
+  if (end < 0) return -1
+  const colon = skipWhitespace(text, end)
+  if (text.charCodeAt(colon) !== 0x3a) return -1
+  const name = scannedPlain ? text.slice(from + 1, end - 1) : (readString(text, from)?.value as string)
+  ;(frame.names as string[]).push(name)
+  ;(frame.quoted as string[]).push(scannedPlain ? text.slice(from, end) : JSON.stringify(name))
+  return skipWhitespace(text, colon + 1)
 }
 
 const SIMPLE_ESCAPES: Readonly<Record<string, string>> = {
@@ -223,13 +327,16 @@ function scanNumber(text: string, from: number): number {
   } else {
     return -1
   }
+  scannedInteger = true
   if (text.charCodeAt(pos) === 0x2e) {
+    scannedInteger = false
     pos++
     if (!isDigitAt(text, pos)) return -1
     while (isDigitAt(text, pos)) pos++
   }
   const e = text.charCodeAt(pos)
   if (e === 0x65 || e === 0x45) {
+    scannedInteger = false
     pos++
     const sign = text.charCodeAt(pos)
     if (sign === 0x2b || sign === 0x2d) pos++
