@@ -1,4 +1,5 @@
 /** Every store call under the engine's own deadline, whatever the driver retries (DESIGN §3, Timeouts). */
+import { type Deadline, setDeadline } from './deadlines.js'
 import { IdempotencyStoreError } from './errors.js'
 
 /**
@@ -7,22 +8,20 @@ import { IdempotencyStoreError } from './errors.js'
  */
 export function callStore<T>(what: string, ms: number, call: () => Promise<T>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new IdempotencyStoreError('timeout', `store ${what} did not answer within ${ms} ms`))
-    }, ms)
-    let pending: Promise<T>
+    const pending = new PendingCall(what, ms, reject)
+    pending.deadline = setDeadline(ms, timedOut, pending)
+    let answer: Promise<T>
     try {
-      pending = call()
+      answer = call()
     } catch (error) {
-      pending = Promise.reject(error)
+      answer = Promise.reject(error)
     }
-    pending.then(
+    answer.then(
       (value) => {
-        clearTimeout(timer)
-        resolve(value)
+        if (pending.settle()) resolve(value)
       },
       (error: unknown) => {
-        clearTimeout(timer)
+        if (!pending.settle()) return
         reject(
           error instanceof IdempotencyStoreError
             ? error
@@ -31,6 +30,32 @@ export function callStore<T>(what: string, ms: number, call: () => Promise<T>): 
       },
     )
   })
+}
+
+/** A store call in flight and its deadline. */
+class PendingCall {
+  deadline: Deadline<PendingCall> | undefined
+  settled = false
+
+  constructor(
+    readonly what: string,
+    readonly ms: number,
+    readonly reject: (error: unknown) => void,
+  ) {}
+
+  /** The call answered: true if it did so before its deadline. */
+  settle(): boolean {
+    if (this.settled) return false
+    this.settled = true
+    this.deadline?.cancel()
+    return true
+  }
+}
+
+function timedOut(pending: PendingCall): void {
+  if (pending.settled) return
+  pending.settled = true
+  pending.reject(new IdempotencyStoreError('timeout', `store ${pending.what} did not answer within ${pending.ms} ms`))
 }
 
 function describe(error: unknown): string {
