@@ -1,7 +1,7 @@
 /** The engine: one keyed request from header to stored result, framework-neutral (DESIGN §4). */
 import { IdempotencyStoreError } from './errors.js'
 import type { IdempotencyEvent, IdempotencyEventType } from './events.js'
-import { fingerprintRequest, mediaTypeOf, toHex } from './fingerprint.js'
+import { fingerprintRequestHex, mediaTypeOf, type Sha256Hex, sha256HexOfText, toHex } from './fingerprint.js'
 import { storableHeaders } from './headers.js'
 import type { HttpResponse, IdempotencyRequest } from './http.js'
 import { parseIdempotencyKey } from './key.js'
@@ -67,8 +67,8 @@ export interface Idempotency {
   close(options?: { readonly graceMs?: number }): Promise<void>
 }
 
-const encoder = new TextEncoder()
 const now = () => performance.now()
+const NO_HEADERS: ReadonlyArray<readonly [string, string]> = []
 /** Scope hashes remembered per engine, so a tenant's steady traffic hashes its scope once; cleared when full. */
 const SCOPE_CACHE_SIZE = 1_024
 /** Background releases of timed-out begins in flight at once, per engine. */
@@ -95,21 +95,22 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
   const freshMarkers = o.markers.map(([name, fresh]) => [name, fresh] as const)
   const replayMarkers = o.markers.map(([name, , replayed]) => [name, replayed] as const)
   const running = new Set<Running>()
+  const sha256Hex: Sha256Hex = o.crypto.sha256Hex?.bind(o.crypto) ?? ((data) => toHex(o.crypto.sha256(data)))
   const probes = new Map<string, Promise<{ result: BeginResult; token: string }>>()
   const scopeHashes = new Map<string, string>()
+  const depthLimit = { maxDepth: o.maxBodyDepth }
   let closing = false
   let pendingReleases = 0
 
   interface Running {
-    lease: HeldLease
-    settled: Promise<void>
+    readonly lease: HeldLease
+    /** Set by `close` when it waits for this execution; called once it finished. */
+    settled: (() => void) | undefined
   }
 
-  function emit(
-    type: IdempotencyEventType,
-    startedAt: number,
-    fields: Omit<IdempotencyEvent, 'type' | 'durationMs'> = {},
-  ) {
+  // Events are built only when someone listens: `observed` guards the hot paths' calls.
+  const observed = o.onEvent !== undefined
+  function emit(type: IdempotencyEventType, startedAt: number, fields?: Omit<IdempotencyEvent, 'type' | 'durationMs'>) {
     if (o.onEvent === undefined) return
     try {
       o.onEvent({ type, durationMs: now() - startedAt, ...fields })
@@ -119,7 +120,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
   }
 
   function newToken(): string {
-    return toHex(o.crypto.randomBytes(16))
+    return o.crypto.randomHex?.(16) ?? toHex(o.crypto.randomBytes(16))
   }
 
   /** What stores count records per scope by: a hash, so no tenant id or credential reaches storage. */
@@ -127,7 +128,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     let hash = scopeHashes.get(scope)
     if (hash === undefined) {
       if (scopeHashes.size >= SCOPE_CACHE_SIZE) scopeHashes.clear()
-      hash = toHex(o.crypto.sha256(encoder.encode(scope)))
+      hash = sha256HexOfText(scope, sha256Hex)
       scopeHashes.set(scope, hash)
     }
     return hash
@@ -259,102 +260,121 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     return route.storagePolicy ?? defaultStoragePolicy
   }
 
+  function onLeaseAbort(lease: HeldLease, reason: AbortReason): void {
+    emit('lease_lost', lease.startedAt, { key: lease.key, fence: lease.fence, reason })
+  }
+
+  async function release(lease: HeldLease, status: number): Promise<null> {
+    lease.stop()
+    try {
+      await callStore('release', o.storeTimeoutMs, () =>
+        o.store.release({ key: lease.key, token: lease.token, retentionMs: o.retentionMs }),
+      )
+      if (observed) emit('released', lease.startedAt, { key: lease.key, fence: lease.fence, status })
+    } catch (error) {
+      // The record stays in_progress and lapses after the lease: a retry takes over then.
+      emit('store_error', lease.startedAt, { key: lease.key, fence: lease.fence, reason: 'release', error })
+    }
+    return null
+  }
+
+  async function complete(lease: HeldLease, response: StoredResponse): Promise<HttpResponse | null> {
+    // Retried while the lease holds: `complete` is safe to repeat with the same token (P2).
+    // Never release after the handler ran: that would turn a store blip into a duplicate (P11).
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const stored = await callStore('complete', o.storeTimeoutMs, () =>
+          o.store.complete({ key: lease.key, token: lease.token, response, retentionMs: o.retentionMs }),
+        )
+        lease.stop()
+        if (stored) {
+          if (observed) {
+            emit('completed', lease.startedAt, { key: lease.key, fence: lease.fence, status: response.status })
+          }
+          return null
+        }
+        emit('lease_lost', lease.startedAt, { key: lease.key, fence: lease.fence, reason: 'complete' })
+        // An aborted handler's answer is not this execution's result: send the client to the new holder.
+        return lease.aborted ? conflict(o.leaseMs) : null
+      } catch (error) {
+        if (lease.remainingMs <= 0) {
+          lease.stop()
+          emit('complete_failed', lease.startedAt, {
+            key: lease.key,
+            fence: lease.fence,
+            status: response.status,
+            error,
+          })
+          return null
+        }
+        await delay(Math.min(50 * 2 ** attempt, 500, Math.max(lease.remainingMs, 0)))
+      }
+    }
+  }
+
+  async function finishRun(route: ResolvedRoute, entry: Running, outcome: HandlerOutcome) {
+    const { lease } = entry
+    try {
+      const decision = lease.releaseRequested ? 'release' : policyFor(route)(outcome.status, lease.committed)
+      switch (decision) {
+        case 'release':
+        case 'never':
+          return await release(lease, outcome.status)
+        case 'store':
+          return await complete(
+            lease,
+            outcome.kind === 'response' && !rendersStackTrace(outcome)
+              ? {
+                  status: outcome.status,
+                  headers: storableHeaders(outcome.headers, markerNames),
+                  body: outcome.body,
+                  replayable: true,
+                }
+              : { status: outcome.status, headers: [], body: new Uint8Array(0), replayable: false },
+          )
+        default: {
+          const unknown: never = decision
+          throw new TypeError(`unknown storage decision ${String(unknown)}`)
+        }
+      }
+    } finally {
+      lease.end()
+      running.delete(entry)
+      entry.settled?.()
+    }
+  }
+
   function execute(
     route: ResolvedRoute,
-    acquired: { key: string; token: string; fence: number; takeover: boolean; previousFence: number },
+    key: string,
+    token: string,
+    acquired: { readonly fence: number; readonly takeover: boolean; readonly previousFence: number },
     sentAt: number,
     startedAt: number,
   ): Execution {
-    const lease = new HeldLease(o, acquired, sentAt, (reason: AbortReason) =>
-      emit('lease_lost', startedAt, { key: lease.key, fence: lease.fence, reason }),
-    )
-    let settle!: () => void
-    const entry: Running = { lease, settled: new Promise((resolve) => (settle = resolve)) }
+    const lease = new HeldLease(o, key, token, acquired, sentAt, startedAt, onLeaseAbort)
+    const entry: Running = { lease, settled: undefined }
     running.add(entry)
-    emit(acquired.takeover ? 'takeover' : 'acquired', startedAt, {
-      key: lease.key,
-      fence: lease.fence,
-      previousFence: lease.previousFence,
-    })
-
-    async function release(status: number): Promise<null> {
-      lease.stop()
-      try {
-        await callStore('release', o.storeTimeoutMs, () =>
-          o.store.release({ key: lease.key, token: lease.token, retentionMs: o.retentionMs }),
-        )
-        emit('released', startedAt, { key: lease.key, fence: lease.fence, status })
-      } catch (error) {
-        // The record stays in_progress and lapses after the lease: a retry takes over then.
-        emit('store_error', startedAt, { key: lease.key, fence: lease.fence, reason: 'release', error })
-      }
-      return null
+    if (observed) {
+      emit(acquired.takeover ? 'takeover' : 'acquired', startedAt, {
+        key,
+        fence: lease.fence,
+        previousFence: lease.previousFence,
+      })
     }
-
-    async function complete(response: StoredResponse): Promise<HttpResponse | null> {
-      // Retried while the lease holds: `complete` is safe to repeat with the same token (P2).
-      // Never release after the handler ran: that would turn a store blip into a duplicate (P11).
-      for (let attempt = 0; ; attempt++) {
-        try {
-          const stored = await callStore('complete', o.storeTimeoutMs, () =>
-            o.store.complete({ key: lease.key, token: lease.token, response, retentionMs: o.retentionMs }),
-          )
-          lease.stop()
-          if (stored) {
-            emit('completed', startedAt, { key: lease.key, fence: lease.fence, status: response.status })
-            return null
-          }
-          emit('lease_lost', startedAt, { key: lease.key, fence: lease.fence, reason: 'complete' })
-          // An aborted handler's answer is not this execution's result: send the client to the new holder.
-          return lease.aborted ? conflict(o.leaseMs) : null
-        } catch (error) {
-          if (lease.remainingMs <= 0) {
-            lease.stop()
-            emit('complete_failed', startedAt, { key: lease.key, fence: lease.fence, status: response.status, error })
-            return null
-          }
-          await delay(Math.min(50 * 2 ** attempt, 500, Math.max(lease.remainingMs, 0)))
-        }
-      }
+    return {
+      lease,
+      headers: freshMarkers,
+      maxResponseBytes: o.maxResponseBytes,
+      finish: (outcome: HandlerOutcome) => finishRun(route, entry, outcome),
     }
-
-    async function finish(outcome: HandlerOutcome): Promise<HttpResponse | null> {
-      try {
-        const decision = lease.releaseRequested ? 'release' : policyFor(route)(outcome.status, lease.committed)
-        switch (decision) {
-          case 'release':
-          case 'never':
-            return await release(outcome.status)
-          case 'store':
-            return await complete(
-              outcome.kind === 'response' && !rendersStackTrace(outcome)
-                ? {
-                    status: outcome.status,
-                    headers: storableHeaders(outcome.headers, markerNames),
-                    body: outcome.body,
-                    replayable: true,
-                  }
-                : { status: outcome.status, headers: [], body: new Uint8Array(0), replayable: false },
-            )
-          default: {
-            const unknown: never = decision
-            throw new TypeError(`unknown storage decision ${String(unknown)}`)
-          }
-        }
-      } finally {
-        lease.end()
-        running.delete(entry)
-        settle()
-      }
-    }
-
-    return { lease, headers: freshMarkers, maxResponseBytes: o.maxResponseBytes, finish }
   }
 
   async function handle(request: IdempotencyRequest, routeOverride?: ResolvedRoute): Promise<Decision> {
     const route = routeOverride ?? o.route
     const startedAt = now()
-    if (!route.methods.has(request.method.toUpperCase())) return { kind: 'pass' }
+    const method = request.method.toUpperCase()
+    if (!route.methods.has(method)) return { kind: 'pass' }
 
     const parsed = parseIdempotencyKey(request.header(o.headerName))
     switch (parsed.kind) {
@@ -376,16 +396,19 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
       }
     }
 
-    const fingerprinted = fingerprintRequest(
+    const fingerprinted = fingerprintRequestHex(
       {
-        method: request.method.toUpperCase(),
+        method,
         url: request.url,
         mediaType: request.body.kind === 'none' ? null : mediaTypeOf(request.contentType),
         body: request.body,
-        headers: o.fingerprintHeaders.map((name) => [name, request.header(name) ?? ''] as const),
+        headers:
+          o.fingerprintHeaders.length === 0
+            ? NO_HEADERS
+            : o.fingerprintHeaders.map((name) => [name, request.header(name) ?? ''] as const),
       },
-      o.crypto.sha256,
-      { maxDepth: o.maxBodyDepth },
+      sha256Hex,
+      depthLimit,
     )
     if (fingerprinted.kind !== 'ok') {
       emit('rejected', startedAt, { reason: 'INVALID_REQUEST_BODY' })
@@ -400,10 +423,12 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
       }
     }
 
-    const key = toHex(o.crypto.sha256(encoder.encode(`${request.scope}\0${parsed.key}`)))
+    const key = sha256HexOfText(`${request.scope}\0${parsed.key}`, sha256Hex)
     const scope = hashScope(request.scope)
     const token = newToken()
-    if (closing) return storeFailed(new IdempotencyStoreError('closing', 'the engine is shutting down'))
+    if (closing) {
+      return storeFailed(route, startedAt, key, new IdempotencyStoreError('closing', 'the engine is shutting down'))
+    }
 
     let sentAt = now()
     let result: BeginResult
@@ -420,14 +445,14 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
       if (error instanceof IdempotencyStoreError && (error.reason === 'timeout' || error.reason === 'unavailable')) {
         releaseLater(key, token)
       }
-      return storeFailed(error)
+      return storeFailed(route, startedAt, key, error)
     }
 
     switch (result.kind) {
       case 'acquired':
-        return { kind: 'execute', execution: execute(route, { key, token, ...result }, sentAt, startedAt) }
+        return { kind: 'execute', execution: execute(route, key, token, result, sentAt, startedAt) }
       case 'replay':
-        emit('replayed', startedAt, { key, status: result.response.status })
+        if (observed) emit('replayed', startedAt, { key, status: result.response.status })
         return { kind: 'respond', response: replay(result.response) }
       case 'in_progress':
         emit('conflict', startedAt, { key })
@@ -457,20 +482,20 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
         throw new TypeError(`unknown begin result ${String(unknown)}`)
       }
     }
+  }
 
-    function storeFailed(error: unknown): Decision {
-      const reason = error instanceof IdempotencyStoreError ? error.reason : 'unavailable'
-      emit('store_error', startedAt, { key, reason, error })
-      // Fail open only by explicit choice, and then nothing is stored or released.
-      if (route.onStoreError === 'pass') return { kind: 'pass' }
-      return { kind: 'respond', response: unavailable(error) }
-    }
+  function storeFailed(route: ResolvedRoute, startedAt: number, key: string, error: unknown): Decision {
+    const reason = error instanceof IdempotencyStoreError ? error.reason : 'unavailable'
+    emit('store_error', startedAt, { key, reason, error })
+    // Fail open only by explicit choice, and then nothing is stored or released.
+    if (route.onStoreError === 'pass') return { kind: 'pass' }
+    return { kind: 'respond', response: unavailable(error) }
   }
 
   async function close(options: { readonly graceMs?: number } = {}): Promise<void> {
     closing = true
     const graceMs = options.graceMs ?? 10_000
-    const all = Promise.all([...running].map((r) => r.settled))
+    const all = Promise.all([...running].map((r) => new Promise<void>((resolve) => (r.settled = resolve))))
     let timer: ReturnType<typeof setTimeout> | undefined
     await Promise.race([all, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))])
     clearTimeout(timer)

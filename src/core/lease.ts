@@ -1,4 +1,5 @@
 /** The lease a handler holds: heartbeat, local deadline, commit point, and the advisory abort signal. */
+import { type Deadline, setDeadline } from './deadlines.js'
 import { IdempotencyLeaseLostError } from './errors.js'
 import type { ResolvedOptions } from './options.js'
 import { callStore } from './store-call.js'
@@ -28,6 +29,7 @@ export interface Lease {
 export type AbortReason = 'lease_lost' | 'lease_expired' | 'max_execution' | 'shutdown'
 
 const now = () => performance.now()
+const ENDED = 'the outcome of this execution was already stored or released'
 
 /** A held lease with its heartbeat. The engine owns it; the handler sees it as `Lease`. */
 export class HeldLease implements Lease {
@@ -36,6 +38,8 @@ export class HeldLease implements Lease {
   readonly takeover: boolean
   readonly previousFence: number
   readonly token: string
+  /** When the engine saw the request, for the durations its events report. */
+  readonly startedAt: number
   committed = false
   releaseRequested = false
   abortReason: AbortReason | undefined
@@ -46,46 +50,62 @@ export class HeldLease implements Lease {
   /** Made on the first read of `signal`: most handlers never read it, and aborting one costs an error and an event. */
   #controller: AbortController | undefined
   /** Why the lease stopped being trusted, once it did; the signal's reason is built from it when first needed. */
-  #abortedBecause: (() => Error) | undefined
+  #lostBecause: string | undefined
   #deadline: number
-  #heartbeat: ReturnType<typeof setTimeout> | undefined
-  #expiry: ReturnType<typeof setTimeout> | undefined
-  #maxExecution: ReturnType<typeof setTimeout> | undefined
+  /** When the next heartbeat is due; Infinity while an extend is in flight. */
+  #nextBeat: number
+  readonly #maxExecutionAt: number
+  /**
+   * One timer for the three deadlines (heartbeat, local expiry, max execution), armed for the earliest. The first
+   * one shares a timer with every lease of the same duration (most leases end long before it); later ones, after
+   * a heartbeat, get their own.
+   */
+  #first: Deadline<HeldLease> | undefined
+  #timer: ReturnType<typeof setTimeout> | undefined
+  #timerAt = Number.POSITIVE_INFINITY
   #stopped = false
-  readonly #onAbort: (reason: AbortReason) => void
+  readonly #onAbort: (lease: HeldLease, reason: AbortReason) => void
 
   constructor(
     options: ResolvedOptions,
-    acquired: { key: string; token: string; fence: number; takeover: boolean; previousFence: number },
+    key: string,
+    token: string,
+    acquired: { readonly fence: number; readonly takeover: boolean; readonly previousFence: number },
     sentAt: number,
-    onAbort: (reason: AbortReason) => void,
+    startedAt: number,
+    onAbort: (lease: HeldLease, reason: AbortReason) => void,
   ) {
     this.#options = options
-    this.key = acquired.key
-    this.token = acquired.token
+    this.key = key
+    this.token = token
     this.fence = acquired.fence
     this.takeover = acquired.takeover
     this.previousFence = acquired.previousFence
+    this.startedAt = startedAt
     this.#onAbort = onAbort
     // The store set its deadline after we sent `begin`, so send time + lease − margin is never later
     // than the store's deadline, given clock rates agree (design-review P4).
     this.#deadline = sentAt + options.leaseMs - options.leaseMarginMs
-    this.#armExpiry()
-    this.#heartbeat = setTimeout(() => this.#beat(), options.heartbeatMs)
-    this.#maxExecution = setTimeout(() => this.abort('max_execution'), options.maxExecutionMs)
+    const t = now()
+    this.#nextBeat = t + options.heartbeatMs
+    this.#maxExecutionAt = t + options.maxExecutionMs
+    const first = Math.min(options.heartbeatMs, options.maxExecutionMs)
+    // A begin that took longer than the lease minus the first check leaves an earlier expiry: its own timer.
+    if (this.#deadline - t >= first) this.#first = setDeadline<HeldLease>(first, HeldLease.#onTimer, this)
+    else this.#arm(t)
   }
 
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController()
-      if (this.#abortedBecause !== undefined) this.#controller.abort(this.#abortedBecause())
+      if (this.#lostBecause !== undefined) this.#controller.abort(new IdempotencyLeaseLostError(this.#lostBecause))
     }
     return this.#controller.signal
   }
 
   /** Whether the signal fired (or would have, had anyone read it). */
   get aborted(): boolean {
-    return this.#abortedBecause !== undefined
+    return this.#lostBecause !== undefined
   }
 
   /** Monotonic time left before this process must assume the key may be taken over. */
@@ -116,8 +136,8 @@ export class HeldLease implements Lease {
     if (this.aborted) return
     this.abortReason = reason
     this.stop()
-    this.#fire(() => new IdempotencyLeaseLostError(`lease aborted: ${reason}`))
-    this.#onAbort(reason)
+    this.#fire(`lease aborted: ${reason}`)
+    this.#onAbort(this, reason)
   }
 
   /**
@@ -127,38 +147,55 @@ export class HeldLease implements Lease {
   end(): void {
     this.ended = true
     this.stop()
-    if (!this.aborted) {
-      this.#fire(() => new IdempotencyLeaseLostError('the outcome of this execution was already stored or released'))
+    if (!this.aborted) this.#fire(ENDED)
+  }
+
+  #fire(message: string): void {
+    this.#lostBecause = message
+    this.#controller?.abort(new IdempotencyLeaseLostError(message))
+  }
+
+  /** Stops the heartbeat and the timer; answers of an extend still in flight are ignored. */
+  stop(): void {
+    if (this.#stopped) return
+    this.#stopped = true
+    this.#first?.cancel()
+    this.#first = undefined
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  /** (Re)arms the timer for the earliest of the three deadlines, unless it is already set for that time. */
+  #arm(t: number): void {
+    const at = Math.min(this.#nextBeat, this.#deadline, this.#maxExecutionAt)
+    if (this.#timer !== undefined && at === this.#timerAt) return
+    this.#first?.cancel()
+    this.#first = undefined
+    clearTimeout(this.#timer)
+    this.#timerAt = at
+    this.#timer = setTimeout(HeldLease.#onTimer, Math.max(0, at - t), this)
+  }
+
+  static #onTimer(lease: HeldLease): void {
+    lease.#tick()
+  }
+
+  /** The timer fired: abort past a deadline, send a heartbeat when due, then arm for what comes next. */
+  #tick(): void {
+    this.#first = undefined
+    this.#timer = undefined
+    if (this.#stopped) return
+    const t = now()
+    if (t >= this.#maxExecutionAt) this.abort('max_execution')
+    else if (t >= this.#deadline) this.abort('lease_expired')
+    else {
+      if (t >= this.#nextBeat) this.#beat(t)
+      this.#arm(t)
     }
   }
 
-  #fire(reason: () => Error): void {
-    this.#abortedBecause = reason
-    this.#controller?.abort(reason())
-  }
-
-  /** Stops the heartbeat and every timer; answers of an extend still in flight are ignored. */
-  stop(): void {
-    this.#stopped = true
-    clearTimeout(this.#heartbeat)
-    clearTimeout(this.#expiry)
-    clearTimeout(this.#maxExecution)
-  }
-
-  #armExpiry(): void {
-    clearTimeout(this.#expiry)
-    this.#expiry = setTimeout(
-      () => {
-        if (now() >= this.#deadline) this.abort('lease_expired')
-        else this.#armExpiry()
-      },
-      Math.max(0, this.#deadline - now()),
-    )
-  }
-
-  #beat(): void {
-    if (this.#stopped) return
-    const sentAt = now()
+  #beat(sentAt: number): void {
+    this.#nextBeat = Number.POSITIVE_INFINITY
     const o = this.#options
     callStore('extend', o.extendTimeoutMs, () =>
       o.store.extend({ key: this.key, token: this.token, leaseMs: o.leaseMs, retentionMs: o.retentionMs }),
@@ -167,13 +204,16 @@ export class HeldLease implements Lease {
         if (this.#stopped) return
         if (!held) return this.abort('lease_lost')
         this.#deadline = sentAt + o.leaseMs - o.leaseMarginMs
-        this.#armExpiry()
-        this.#heartbeat = setTimeout(() => this.#beat(), o.heartbeatMs)
+        const t = now()
+        this.#nextBeat = t + o.heartbeatMs
+        this.#arm(t)
       },
       () => {
         // Unreachable or slow: keep trying; the local deadline aborts if it never comes back.
         if (this.#stopped) return
-        this.#heartbeat = setTimeout(() => this.#beat(), Math.min(o.heartbeatMs, 250))
+        const t = now()
+        this.#nextBeat = t + Math.min(o.heartbeatMs, 250)
+        this.#arm(t)
       },
     )
   }

@@ -8,6 +8,10 @@ import type { Store } from './store.js'
 export interface CryptoProvider {
   sha256(data: Uint8Array): Uint8Array
   randomBytes(length: number): Uint8Array
+  /** Optional: the same digest as `sha256`, as lower-case hex, where the runtime makes hex without a byte array. */
+  sha256Hex?(data: Uint8Array): string
+  /** Optional: `length` random bytes as lower-case hex, the same as hex of `randomBytes(length)`. */
+  randomHex?(length: number): string
 }
 
 /** Per-route behaviour; every field may also be set engine-wide. */
