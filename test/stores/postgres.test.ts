@@ -40,11 +40,17 @@ async function writeForeignRow(key: string, table = 'idempotency_records'): Prom
   )
 }
 
-describeStoreContract({
-  name: 'postgres',
-  create: async (clockOffset) => new PostgresStore({ pool: db.pool, schema: db.schema, clockOffset }),
-  corrupt: async (_store, key) => writeForeignRow(key),
-})
+describeStoreContract(
+  {
+    name: 'postgres',
+    create: async (clockOffset) => new PostgresStore({ pool: db.pool, schema: db.schema, clockOffset }),
+    createLimited: async (clockOffset, maxRecordsPerScope) =>
+      new PostgresStore({ pool: db.pool, schema: db.schema, clockOffset, maxRecordsPerScope }),
+    corrupt: async (_store, key) => writeForeignRow(key),
+  },
+  // begin counts under READ COMMITTED: parallel begins in one scope can pass the limit (see maxRecordsPerScope).
+  { scopeLimitExactUnderConcurrency: false },
+)
 
 /** A real pool that records every statement it is given and every error it answers. */
 function counting(pool: PgQueryable) {
@@ -298,7 +304,7 @@ describe('postgres: storage', () => {
     await expect(begin(s, key, randomToken())).rejects.toMatchObject({ reason: 'undecodable' })
   })
 
-  it('migrates idempotently: fillfactor, autovacuum, logged, and only expires_at indexed', async () => {
+  it('migrates idempotently: fillfactor, autovacuum, logged, and lease_until never indexed', async () => {
     await migrate(db.pool, { schema: db.schema })
     const { rows } = await db.pool.query(
       `SELECT c.relpersistence, c.reloptions,
@@ -311,7 +317,11 @@ describe('postgres: storage', () => {
     expect(rows[0].relpersistence).toBe('p')
     expect(rows[0].reloptions).toEqual(['fillfactor=85', 'autovacuum_vacuum_scale_factor=0.02'])
     const indexes = (rows[0].indexes as string[]).map((d) => d.replace(/^.* USING /, ''))
-    expect(indexes.sort()).toEqual(['btree (expires_at)', 'btree (key)'])
+    expect(indexes.sort()).toEqual([
+      'btree (expires_at)',
+      'btree (key)',
+      'btree (scope, expires_at) WHERE (scope IS NOT NULL)',
+    ])
   })
 
   it('migrates from several processes at once (demo instances starting together)', async () => {
@@ -331,6 +341,7 @@ describe('postgres: storage', () => {
     const sql = migrationSql({ schema: 'app', table: 'keys' })
     expect(sql).toContain('CREATE TABLE IF NOT EXISTS "app"."keys"')
     expect(sql).toContain('CREATE INDEX IF NOT EXISTS "keys_expires_at" ON "app"."keys" (expires_at)')
+    expect(sql).toContain('CREATE INDEX IF NOT EXISTS "keys_scope" ON "app"."keys" (scope, expires_at)')
     expect(sql).not.toMatch(/\{\{|UNLOGGED\s+TABLE/)
   })
 })
@@ -520,6 +531,144 @@ describe('postgres: SQL files', () => {
         expect(text).toMatch(/^-- Parameters: \$1 clock_offset_ms float8/m)
         expect(text).toMatch(/^-- Returns /m)
       }
+    }
+  })
+})
+
+describe('postgres: records per scope', () => {
+  const limited = (pool: PgQueryable, maxRecordsPerScope: number, table?: string) =>
+    new PostgresStore({
+      pool,
+      schema: db.schema,
+      maxRecordsPerScope,
+      ...(table === undefined ? {} : { table }),
+    })
+  const beginIn = (s: PostgresStore, scope: string, key = randomStorageKey(), token = randomToken()) =>
+    s.begin({ key, scope, fingerprint: FP, token, leaseMs: LEASE, retentionMs: RETENTION })
+  const column = async (name: 'scope' | 'expires_at', key: string, table = 'idempotency_records') => {
+    const { rows } = await db.pool.query(`SELECT ${name} AS value FROM "${db.schema}"."${table}" WHERE key = $1`, [key])
+    return (rows[0] as { value: unknown }).value
+  }
+
+  it('sends the statement it sent before without the option: six parameters, no scope, no count', async () => {
+    const { queryable, calls } = counting(db.pool)
+    const key = randomStorageKey()
+    expect((await beginIn(store(queryable), randomStorageKey(), key)).kind).toBe('acquired')
+    expect(calls).toHaveLength(1)
+    expect(calls[0]?.values).toHaveLength(6)
+    expect(calls[0]?.text).not.toMatch(/scope|\$7|\[limited\]/)
+    expect(await column('scope', key)).toBeNull()
+  })
+
+  it('answers every begin of a limited store in one statement, scope_full included', async () => {
+    const { queryable, calls } = counting(db.pool)
+    const s = limited(queryable, 1)
+    const scope = randomStorageKey()
+    const key = randomStorageKey()
+    expect((await beginIn(s, scope, key)).kind).toBe('acquired')
+    expect((await beginIn(s, scope)).kind).toBe('scope_full')
+    expect((await beginIn(s, scope, key)).kind).toBe('in_progress')
+    expect(calls).toHaveLength(3)
+    for (const call of calls) {
+      expect(call.values).toEqual([0, expect.any(String), FP, expect.any(String), LEASE, RETENTION, scope, 1])
+      expect(call.text.match(/clock_timestamp\(\)/g)).toHaveLength(1)
+      expect(call.text).not.toMatch(/--|\bnow\(\)/)
+    }
+    expect(await column('scope', key)).toBe(scope)
+  })
+
+  it('keeps expires_at exact on a row with a scope, and leaves it alone (HOT) on a row without', async () => {
+    const scoped = limited(db.pool, 5)
+    const plain = store(db.pool)
+    const keys = { scoped: randomStorageKey(), plain: randomStorageKey() }
+    const owner = randomToken()
+    await beginIn(scoped, randomStorageKey(), keys.scoped, owner)
+    await beginIn(plain, randomStorageKey(), keys.plain, owner)
+    const before = { scoped: await column('expires_at', keys.scoped), plain: await column('expires_at', keys.plain) }
+    for (const [s, key] of [
+      [scoped, keys.scoped],
+      [plain, keys.plain],
+    ] as const) {
+      expect(await s.extend({ key, token: owner, leaseMs: 5 * LEASE, retentionMs: RETENTION })).toBe(true)
+    }
+    expect(await column('expires_at', keys.plain)).toEqual(before.plain)
+    const moved = (await column('expires_at', keys.scoped)) as Date
+    expect(moved.getTime() - (before.scoped as Date).getTime()).toBeGreaterThanOrEqual(4 * LEASE)
+    // The record's expiry (lease_until + retention, rounded to the millisecond; Date truncates).
+    expect(Math.abs(moved.getTime() - ((await scoped.get(keys.scoped))?.expiresAt ?? 0))).toBeLessThanOrEqual(1)
+  })
+
+  it('can pass the limit by the begins running at the same moment, and no more', async () => {
+    const s = limited(db.pool, 1)
+    const scope = randomStorageKey()
+    // A begin held uncommitted in a transaction: the next one's snapshot cannot see its row.
+    const blocker = await db.pool.connect()
+    try {
+      await blocker.query('BEGIN')
+      expect((await beginIn(limited(blocker, 1), scope)).kind).toBe('acquired')
+      expect((await beginIn(s, scope)).kind).toBe('acquired')
+      await blocker.query('COMMIT')
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => {})
+      blocker.release()
+    }
+    // Both committed: two records against a limit of one, and the scope refuses new keys from now on.
+    expect((await beginIn(s, scope)).kind).toBe('scope_full')
+    const { rows } = await db.pool.query(
+      `SELECT count(*)::int AS n FROM "${db.schema}".idempotency_records WHERE scope = $1`,
+      [scope],
+    )
+    expect(rows[0].n).toBe(2)
+  })
+
+  it('migrates a table made before the scope column, keeping its rows, without locking an up-to-date one', async () => {
+    const table = 'before_scope'
+    const name = `"${db.schema}"."${table}"`
+    // The previous migration's table, with a live row.
+    await db.pool.query(`CREATE TABLE ${name} (
+      key text PRIMARY KEY, v smallint NOT NULL, state text NOT NULL, fingerprint text NOT NULL,
+      token text NOT NULL, fence bigint NOT NULL, previous_fence bigint NOT NULL, takeover boolean NOT NULL,
+      lease_until timestamptz NOT NULL, retention interval NOT NULL, expires_at timestamptz NOT NULL,
+      created_at timestamptz NOT NULL, completed_at timestamptz, status smallint, replayable boolean,
+      headers bytea[], body bytea) WITH (fillfactor = 85, autovacuum_vacuum_scale_factor = 0.02);
+      CREATE INDEX "${table}_expires_at" ON ${name} (expires_at)`)
+    const kept = randomStorageKey()
+    await db.pool.query(
+      `INSERT INTO ${name} (key, v, state, fingerprint, token, fence, previous_fence, takeover, lease_until,
+         retention, expires_at, created_at)
+       VALUES ($1, 1, 'in_progress', $2, 'owner', 3, 2, false, clock_timestamp() + interval '10 seconds',
+         interval '1 minute', clock_timestamp() + interval '70 seconds', clock_timestamp())`,
+      [kept, FP],
+    )
+    const s = limited(db.pool, 2, table)
+    await expect(beginIn(s, randomStorageKey())).rejects.toThrow(/run migrate\(\) or migrationSql\(\) again/)
+
+    await migrate(db.pool, { schema: db.schema, table })
+    expect(await s.get(kept)).toMatchObject({ state: 'in_progress', fence: 3, token: 'owner' })
+    expect(await column('scope', kept, table)).toBeNull()
+    const scope = randomStorageKey()
+    expect((await beginIn(s, scope)).kind).toBe('acquired')
+    expect((await beginIn(s, scope)).kind).toBe('acquired')
+    expect((await beginIn(s, scope)).kind).toBe('scope_full')
+
+    // Migrating again, as every start does, while a reader holds ACCESS SHARE on the table: an ALTER
+    // TABLE would wait for it (ACCESS EXCLUSIVE) and block every query queued behind it.
+    const reader = await db.pool.connect()
+    try {
+      await reader.query('BEGIN')
+      await reader.query(`SELECT count(*) FROM ${name}`)
+      const again = db.newPool({ max: 1, options: '-c lock_timeout=2000' })
+      await migrate(again, { schema: db.schema, table })
+      await again.end()
+    } finally {
+      await reader.query('ROLLBACK')
+      reader.release()
+    }
+  })
+
+  it('rejects a limit that is not a positive integer of at most 2^31 - 1', () => {
+    for (const maxRecordsPerScope of [0, -1, 1.5, Number.NaN, 2 ** 31]) {
+      expect(() => limited(db.pool, maxRecordsPerScope)).toThrow(IdempotencyConfigError)
     }
   })
 })

@@ -46,6 +46,22 @@ export interface PostgresStoreOptions extends PostgresTableOptions {
   readonly pool: PgQueryable
   /** Test-only milliseconds added to the server's clock in every statement; 0 in production. */
   readonly clockOffset?: ClockOffset
+  /**
+   * Most live records one scope (tenant) may hold, tombstones included; past it a new key of that scope is
+   * refused (`scope_full`: 429 from the adapters) while its existing keys keep working. Default: no limit,
+   * and begin's statement then counts nothing.
+   *
+   * Not exact under concurrency: begin counts the scope's records in its one statement, under READ
+   * COMMITTED, and parallel begins of new keys in one scope do not see each other's uncommitted rows. A
+   * scope can therefore pass the limit by at most the number of its begins running at the same moment
+   * (each saw fewer than the limit); once they commit, its new keys are refused until enough records
+   * expire. Exactness would need a lock per scope, that is a transaction and more round trips per begin.
+   *
+   * A record begun by a store without this option carries no scope and is not counted, so give every
+   * store on the table the same limit. On a record with a scope, the heartbeat (extend) also moves the
+   * indexed `expires_at`, so it is no longer a HOT update.
+   */
+  readonly maxRecordsPerScope?: number
 }
 
 /** Options of {@link PostgresStore.sweep}. */
@@ -57,6 +73,8 @@ export interface SweepOptions {
 }
 
 const FORMAT_VERSION = 1
+/** maxRecordsPerScope is bound as an `int` parameter. */
+const MAX_INT4 = 2 ** 31 - 1
 const DEFAULT_SCHEMA = 'public'
 const DEFAULT_TABLE = 'idempotency_records'
 const DEFAULT_SWEEP_BATCH = 500
@@ -74,9 +92,14 @@ function loadSql(name: string): string {
   return readFileSync(new URL(`./sql/${name}.sql`, import.meta.url), 'utf8')
 }
 
-/** A statement without its comment lines: they are for readers of the file, not for the wire. */
-function loadStatement(name: string): string {
-  return loadSql(name)
+/**
+ * A statement without its comment lines: they are for readers of the file, not for the wire. With
+ * `limited` false, the lines between `-- [limited]` and `-- [/limited]` go too.
+ */
+function loadStatement(name: string, limited = false): string {
+  const text = loadSql(name)
+  const chosen = limited ? text : text.replace(/^[ \t]*-- \[limited\]\n[\s\S]*?^[ \t]*-- \[\/limited\]$\n?/gm, '')
+  return chosen
     .split('\n')
     .filter((line) => !line.trimStart().startsWith('--'))
     .join('\n')
@@ -85,6 +108,7 @@ function loadStatement(name: string): string {
 
 const SQL = {
   begin: loadStatement('begin'),
+  beginLimited: loadStatement('begin', true),
   complete: loadStatement('complete'),
   release: loadStatement('release'),
   extend: loadStatement('extend'),
@@ -110,9 +134,16 @@ function render(options: PostgresTableOptions): Statements {
   const schema = identifier(options.schema, DEFAULT_SCHEMA, 'schema')
   const table = identifier(options.table, DEFAULT_TABLE, 'table')
   const index = identifier(`${options.table ?? DEFAULT_TABLE}_expires_at`, '', 'index')
-  const fill = (sql: string): string => sql.replaceAll('{{table}}', `${schema}.${table}`).replaceAll('{{index}}', index)
+  // Shorter than the expiry index's name, so it adds no limit of its own on the table's name.
+  const scopeIndex = identifier(`${options.table ?? DEFAULT_TABLE}_scope`, '', 'index')
+  const fill = (sql: string): string =>
+    sql
+      .replaceAll('{{table}}', `${schema}.${table}`)
+      .replaceAll('{{index}}', index)
+      .replaceAll('{{scope_index}}', scopeIndex)
   return {
     begin: fill(SQL.begin),
+    beginLimited: fill(SQL.beginLimited),
     complete: fill(SQL.complete),
     release: fill(SQL.release),
     extend: fill(SQL.extend),
@@ -124,7 +155,8 @@ function render(options: PostgresTableOptions): Statements {
 }
 
 /**
- * The migration that creates the table and its expiry index, for your own migration tool.
+ * The migration that creates the table and its indexes (or brings an earlier version's table up to date),
+ * for your own migration tool.
  *
  * @example
  * await fs.writeFile('migrations/001_idempotency.sql', migrationSql({ schema: 'app' }))
@@ -134,7 +166,8 @@ export function migrationSql(options: PostgresTableOptions = {}): string {
 }
 
 /**
- * Creates the table and its expiry index if they do not exist (the schema must exist).
+ * Creates the table and its indexes if they do not exist, and adds the columns an earlier version's table
+ * lacks (the schema must exist).
  *
  * @example
  * await migrate(pool, { schema: 'app' })
@@ -167,24 +200,35 @@ export class PostgresStore implements Store {
   readonly #pool: PgQueryable
   readonly #sql: Statements
   readonly #clockOffset: ClockOffset
+  readonly #maxRecordsPerScope: number | null
 
   constructor(options: PostgresStoreOptions) {
     if (typeof options.pool?.query !== 'function') {
       throw new IdempotencyConfigError('PostgresStore needs a pg Pool (or an idle Client) as `pool`')
     }
+    const limit = options.maxRecordsPerScope
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_INT4)) {
+      throw new IdempotencyConfigError(`maxRecordsPerScope must be a positive integer, got ${limit}`)
+    }
     this.#pool = options.pool
     this.#sql = render(options)
     this.#clockOffset = options.clockOffset ?? (() => 0)
+    this.#maxRecordsPerScope = limit ?? null
   }
 
   async begin(input: BeginInput): Promise<BeginResult> {
+    const limit = this.#maxRecordsPerScope
     const values = [input.key, input.fingerprint, input.token, input.leaseMs, input.retentionMs]
+    const text = limit === null ? this.#sql.begin : this.#sql.beginLimited
+    if (limit !== null) values.push(input.scope, limit)
     for (let run = 0; run < MAX_BEGIN_RUNS; run++) {
-      const row = (await this.#query('begin', this.#sql.begin, values))[0]
+      const row = (await this.#query('begin', text, values))[0]
       if (row === undefined) continue
+      const outcome = field(row, 'outcome', isString)
+      // Not a record: nothing under the key was read or written.
+      if (outcome === 'scope_full') return { kind: 'scope_full', retryAfterMs: field(row, 'retry_after_ms', isCount) }
       checkVersion(row)
       field(row, 'state', isState)
-      const outcome = field(row, 'outcome', isString)
       if (outcome === 'stale') continue
       switch (outcome) {
         case 'acquired':
@@ -328,7 +372,12 @@ function storeError(operation: string, error: unknown): IdempotencyStoreError {
   // pg's own query_timeout rejects with this message; 57014 is a server statement_timeout.
   const timedOut = code === '57014' || detail === 'Query read timeout'
   const reason = timedOut ? 'timeout' : code === '53100' ? 'full' : 'unavailable'
-  const hint = code === '42P01' ? ' (no table: run migrate() or migrationSql() first)' : ''
+  const hint =
+    code === '42P01'
+      ? ' (no table: run migrate() or migrationSql() first)'
+      : code === '42703'
+        ? ' (a column is missing: run migrate() or migrationSql() again, this version adds one)'
+        : ''
   return new IdempotencyStoreError(reason, `PostgreSQL ${operation} failed: ${detail}${hint}`, {
     cause: error,
   })

@@ -7,7 +7,9 @@
 --
 -- Only unindexed columns change, so the heartbeat can be a HOT update: expires_at keeps the value
 -- begin gave it, and the sweep rechecks lease_until + retention before it deletes an in_progress
--- row.
+-- row. Except on a row with a scope (a store with maxRecordsPerScope wrote it): there expires_at
+-- follows lease_until + retention, since begin counts the scope's live records by it, and such a
+-- heartbeat is an ordinary update.
 WITH c AS MATERIALIZED (
   SELECT clock_timestamp() + $1::float8 * interval '1 millisecond' AS now
 ),
@@ -16,7 +18,10 @@ done AS (
     lease_until = CASE WHEN r.state = 'in_progress'
       THEN c.now + $4::float8 * interval '1 millisecond' ELSE r.lease_until END,
     retention = CASE WHEN r.state = 'in_progress'
-      THEN $5::float8 * interval '1 millisecond' ELSE r.retention END
+      THEN $5::float8 * interval '1 millisecond' ELSE r.retention END,
+    expires_at = CASE WHEN r.state = 'in_progress' AND r.scope IS NOT NULL
+      THEN c.now + $4::float8 * interval '1 millisecond' + $5::float8 * interval '1 millisecond'
+      ELSE r.expires_at END
   FROM c
   WHERE r.key = $2::text
     AND r.v = 1

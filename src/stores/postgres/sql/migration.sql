@@ -1,6 +1,7 @@
--- migration: the idempotency record table and its sweep index. Safe to run again (IF NOT EXISTS).
--- The table and index names below were validated and quoted when this text was made. The schema
--- must already exist.
+-- migration: the idempotency record table, its sweep index and its per-scope index. Safe to run
+-- again (IF NOT EXISTS), and on a table an earlier version made (it adds the scope column). The table
+-- and index names below were validated and quoted when this text was made. The schema must already
+-- exist.
 --
 -- One row per key. Format version 1 (column v); a reader that meets another version refuses the
 -- row.
@@ -13,9 +14,13 @@
 --   retention      how long the row outlives its lease (in_progress) or its completion/release
 --   expires_at     indexed, for the sweep. completed/released rows expire at expires_at; an
 --                  in_progress row lives until lease_until + retention, which extend pushes without
---                  touching this column, so expires_at is a lower bound that the sweep rechecks
+--                  touching this column (unless the row has a scope), so expires_at is a lower bound
+--                  that the sweep rechecks
 --   status, replayable, headers, body   the stored response once completed; headers is a
 --                  two-dimensional bytea array of [name, value] pairs in order, latin1 bytes
+--   scope          hex SHA-256 of the tenant scope, written only by a store with maxRecordsPerScope
+--                  (else NULL). On a row with a scope, extend moves expires_at too, so that it is
+--                  exact and begin counts the scope's live records on the (scope, expires_at) index
 -- Never UNLOGGED: an unlogged table is emptied after a crash, and every key would run again.
 CREATE TABLE IF NOT EXISTS {{table}} (
   key            text        PRIMARY KEY,
@@ -34,7 +39,8 @@ CREATE TABLE IF NOT EXISTS {{table}} (
   status         smallint,
   replayable     boolean,
   headers        bytea[],
-  body           bytea
+  body           bytea,
+  scope          text
 ) WITH (
   -- Room on each page for the heartbeat's new row versions (HOT updates), and vacuum that keeps up
   -- with a table whose rows are all short-lived.
@@ -42,4 +48,20 @@ CREATE TABLE IF NOT EXISTS {{table}} (
   autovacuum_vacuum_scale_factor = 0.02
 );
 
+-- A table made before the scope column gets it here. Looked up first: ALTER TABLE takes an ACCESS
+-- EXCLUSIVE lock on the table even when IF NOT EXISTS then skips, and this runs on every start.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                  WHERE attrelid = '{{table}}'::regclass AND attname = 'scope' AND NOT attisdropped) THEN
+    ALTER TABLE {{table}} ADD COLUMN IF NOT EXISTS scope text;
+  END IF;
+END
+$$;
+
 CREATE INDEX IF NOT EXISTS {{index}} ON {{table}} (expires_at);
+
+-- Partial: a store without the limit writes no scope, and then pays nothing for this index. On a
+-- large existing table, creating it blocks writes while it is built: create it beforehand with
+-- CREATE INDEX CONCURRENTLY under this name to avoid that.
+CREATE INDEX IF NOT EXISTS {{scope_index}} ON {{table}} (scope, expires_at) WHERE scope IS NOT NULL;
