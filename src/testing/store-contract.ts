@@ -633,6 +633,20 @@ export function describeStoreContract(fixture: StoreFixture, options: StoreContr
           expect((await beginNew()).kind).toBe('acquired')
         })
 
+        it('counts a re-acquired tombstone and a taken-over record until their new expiry', async () => {
+          const { s, scope, keys, owners, beginNew } = await full()
+          const [freed, crashed] = keys as [string, string, string]
+          s.advance(3 * MARGIN)
+          expect(await s.release(freed, owners[0] as string)).toBe(true)
+          expect((await s.begin(freed, randomToken(), FP_A, LEASE, scope)).kind).toBe('acquired')
+          s.advance(LEASE)
+          expect(await s.begin(crashed, randomToken(), FP_A, LEASE, scope)).toEqual(acquired(2, true, 1))
+          // The third lapses (LEASE + RETENTION after its begin); the first two live on from their new acquisitions.
+          s.advance(RETENTION - (3 * MARGIN) / 2)
+          expect((await beginNew()).kind).toBe('acquired')
+          expect((await beginNew()).kind).toBe('scope_full')
+        })
+
         it('frees a place when a record is deleted', async () => {
           const { s, keys, beginNew } = await full()
           expect(await s.store.delete(keys[0] as string, { force: true })).toBe('deleted')
