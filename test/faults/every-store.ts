@@ -61,8 +61,13 @@ function text(value: unknown): string {
   })
 }
 
+/** What every store can be opened with. */
+export interface StoreLimits {
+  readonly maxRecordsPerScope?: number
+}
+
 /** Opens `name` in a fresh private namespace. */
-export async function openStore(name: StoreName): Promise<OpenedStore> {
+export async function openStore(name: StoreName, limits: StoreLimits = {}): Promise<OpenedStore> {
   let offset = 0
   const clockOffset = () => offset
   const advance = (ms: number) => {
@@ -70,14 +75,14 @@ export async function openStore(name: StoreName): Promise<OpenedStore> {
   }
   switch (name) {
     case 'memory': {
-      const store = new MemoryStore({ clockOffset })
+      const store = new MemoryStore({ clockOffset, ...limits })
       const records = (store as unknown as { records: Map<string, unknown> }).records
       return { name, store, advance, dump: async () => text([...records]), close: async () => {} }
     }
     case 'sqlite': {
       const dir = mkdtempSync(join(tmpdir(), 'idem-faults-sqlite-'))
       const file = join(dir, 'store.db')
-      const store = await openSqliteStore(file, { clockOffset })
+      const store = await openSqliteStore(file, { clockOffset, ...limits })
       return {
         name,
         store,
@@ -99,7 +104,7 @@ export async function openStore(name: StoreName): Promise<OpenedStore> {
     case 'redis': {
       const client = await connectRedis()
       const prefix = `idem-faults-${randomId()}`
-      const store = new RedisStore({ client: ioredisClient(client), prefix, clockOffset })
+      const store = new RedisStore({ client: ioredisClient(client), prefix, clockOffset, ...limits })
       const keys = async () => {
         const found: string[] = []
         let cursor = '0'
@@ -116,7 +121,14 @@ export async function openStore(name: StoreName): Promise<OpenedStore> {
         advance,
         async dump() {
           const entries: unknown[] = []
-          for (const key of await keys()) entries.push([key, await client.hgetallBuffer(key)])
+          for (const key of await keys()) {
+            // Records are hashes; a store limiting records per scope also keeps one sorted set per scope.
+            const zset = (await client.type(key)) === 'zset'
+            entries.push([
+              key,
+              zset ? await client.zrangeBuffer(key, 0, -1, 'WITHSCORES') : await client.hgetallBuffer(key),
+            ])
+          }
           return text(entries)
         },
         async close() {
@@ -129,7 +141,7 @@ export async function openStore(name: StoreName): Promise<OpenedStore> {
     case 'postgres': {
       const db = await createPostgresTestSchema()
       await migrate(db.pool, { schema: db.schema })
-      const store = new PostgresStore({ pool: db.pool, schema: db.schema, clockOffset })
+      const store = new PostgresStore({ pool: db.pool, schema: db.schema, clockOffset, ...limits })
       return {
         name,
         store,
