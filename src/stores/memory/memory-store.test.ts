@@ -1,4 +1,5 @@
 // What only the memory store does: bounds by records and bytes without evicting, and private buffer copies.
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { IdempotencyConfigError, IdempotencyStoreError } from '../../core/errors.js'
 import type { StoredResponse } from '../../core/store.js'
@@ -174,6 +175,150 @@ describe('MemoryStore', () => {
     shown?.response?.body.fill(0)
     const again = await s.begin(key(1), token(9))
     expect(again.kind === 'replay' && new TextDecoder().decode(again.response.body)).toBe('original body')
+  })
+
+  it('keeps small bodies apart though they share storage: a replay of one is never another', async () => {
+    const s = subject()
+    const bodies = Array.from({ length: 200 }, (_, i) => new TextEncoder().encode(`body ${i} `.repeat((i % 13) + 1)))
+    for (const [i, body] of bodies.entries()) {
+      await s.begin(key(i), token(i))
+      await s.complete(key(i), token(i), body)
+    }
+    for (const body of bodies) body.fill(0)
+    for (const [i] of bodies.entries()) {
+      const replay = await s.begin(key(i), token(999))
+      if (replay.kind !== 'replay') throw new Error(`expected a replay, got ${replay.kind}`)
+      const text = new TextDecoder().decode(replay.response.body)
+      expect(text).toBe(`body ${i} `.repeat((i % 13) + 1))
+      // The replay is a buffer of its own: nothing else of the store can be reached through it.
+      expect(replay.response.body.byteOffset).toBe(0)
+      expect(replay.response.body.buffer.byteLength).toBe(replay.response.body.byteLength)
+      replay.response.body.fill(0)
+    }
+    const again = await s.begin(key(7), token(999))
+    expect(again.kind === 'replay' && new TextDecoder().decode(again.response.body)).toBe('body 7 '.repeat(8))
+  })
+
+  it('hands out headers nobody can change', async () => {
+    const s = subject()
+    await s.begin(key(1), token(1))
+    await s.complete(key(1), token(1), new Uint8Array([1]))
+    const replay = await s.begin(key(1), token(9))
+    if (replay.kind !== 'replay') throw new Error(`expected a replay, got ${replay.kind}`)
+    const headers = replay.response.headers as Array<[string, string]>
+    expect(() => headers.push(['x-b', '2'])).toThrow(TypeError)
+    expect(() => {
+      ;(headers[0] as [string, string])[1] = 'changed'
+    }).toThrow(TypeError)
+    const again = await s.begin(key(1), token(9))
+    expect(again.kind === 'replay' && again.response.headers).toEqual([['content-type', 'application/octet-stream']])
+  })
+
+  it('sweeps a record whose write brought its expiry forward', async () => {
+    const s = subject({ maxRecords: 2 })
+    const begin = (n: number, leaseMs: number, retentionMs: number) =>
+      s.store.begin({ key: key(n), scope: SCOPE, fingerprint: FP, token: token(n), leaseMs, retentionMs })
+    await begin(1, 0, 5_000) // expires at 5000
+    await begin(2, 3_000, 3_000) // expires at 6000
+    await s.store.complete({ key: key(2), token: token(2), response: response(new Uint8Array([2])), retentionMs: 100 })
+    s.advance(200)
+    // Key 2 expired at 100, before key 1: the sweep must find it to make room.
+    expect((await begin(3, 0, 1_000)).kind).toBe('acquired')
+    expect((await s.store.get(key(1)))?.state).toBe('in_progress')
+  })
+
+  it('sweeps exactly the expired records, whatever the writes moved their expiry to (random operations)', async () => {
+    type Op =
+      | { readonly op: 'begin'; readonly k: number; readonly lease: number; readonly retention: number }
+      | { readonly op: 'complete' | 'release' | 'extend'; readonly k: number; readonly retention: number }
+      | { readonly op: 'delete'; readonly k: number }
+      | { readonly op: 'advance'; readonly ms: number }
+    const k = fc.integer({ min: 0, max: 5 })
+    const ms = fc.integer({ min: 0, max: 3_000 })
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      fc.record({ op: fc.constant('begin' as const), k, lease: ms, retention: ms }),
+      fc.record({ op: fc.constantFrom('complete' as const, 'release' as const, 'extend' as const), k, retention: ms }),
+      fc.record({ op: fc.constant('delete' as const), k }),
+      fc.record({ op: fc.constant('advance' as const), ms }),
+    )
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 60 }), fc.integer({ min: 1, max: 4 }), async (ops, maxRecords) => {
+        let offset = 0
+        const store = new MemoryStore({ maxRecords, clockOffset: () => offset })
+        // The model: each key's expiry and owner; a record is live while the clock is before its expiry.
+        const model = new Map<number, { expiresAt: number; token: string; state: string; leaseDeadline: number }>()
+        const clock = () => offset
+        const live = () => [...model.entries()].filter(([, r]) => clock() < r.expiresAt)
+        for (const [n, step] of ops.entries()) {
+          if (step.op === 'advance') {
+            offset += step.ms
+            continue
+          }
+          for (const [i, r] of model) if (clock() >= r.expiresAt) model.delete(i)
+          const r = model.get(step.k)
+          const t = token(n)
+          switch (step.op) {
+            case 'begin': {
+              const input = { key: key(step.k), scope: SCOPE, fingerprint: FP, token: t }
+              const result = await rejectionOf(
+                store.begin({ ...input, leaseMs: step.lease, retentionMs: step.retention }).then((x) => {
+                  throw x
+                }),
+              )
+              const acquires = r === undefined || r.state === 'released' || clock() >= r.leaseDeadline
+              if (r === undefined && live().length >= maxRecords) {
+                expectFull(result)
+              } else if (r !== undefined && r.state === 'completed') {
+                expect((result as { kind: string }).kind).toBe('replay')
+              } else if (acquires) {
+                expect((result as { kind: string }).kind).toBe('acquired')
+                const leaseDeadline = clock() + step.lease
+                model.set(step.k, {
+                  token: t,
+                  state: 'in_progress',
+                  leaseDeadline,
+                  expiresAt: leaseDeadline + step.retention,
+                })
+              }
+              break
+            }
+            case 'complete':
+            case 'release':
+            case 'extend': {
+              // Written by the current owner, if any.
+              const owner = r?.state === 'in_progress' ? r.token : t
+              const write = { key: key(step.k), token: owner, retentionMs: step.retention }
+              const done =
+                step.op === 'complete'
+                  ? await store.complete({ ...write, response: response(new Uint8Array([step.k])) })
+                  : step.op === 'release'
+                    ? await store.release(write)
+                    : await store.extend({ ...write, leaseMs: 10 })
+              if (r?.state === 'in_progress') {
+                expect(done).toBe(true)
+                const leaseDeadline = step.op === 'extend' ? clock() + 10 : r.leaseDeadline
+                const expiresAt = step.op === 'extend' ? leaseDeadline + step.retention : clock() + step.retention
+                const state = step.op === 'complete' ? 'completed' : step.op === 'release' ? 'released' : r.state
+                model.set(step.k, { token: r.token, state, leaseDeadline, expiresAt })
+              }
+              break
+            }
+            case 'delete':
+              await store.delete(key(step.k), { force: true })
+              model.delete(step.k)
+              break
+          }
+        }
+        // Only now: reading a key drops it when expired, which would spare the sweep its work.
+        for (let i = 0; i <= 5; i++) {
+          const expected = model.get(i)
+          const actual = await store.get(key(i))
+          if (expected === undefined || clock() >= expected.expiresAt) expect(actual, `key ${i}`).toBeNull()
+          else expect(actual?.state, `key ${i}`).toBe(expected.state)
+        }
+      }),
+      { numRuns: 500 },
+    )
   })
 
   it('rejects limits that are not positive integers', () => {

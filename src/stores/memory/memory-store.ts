@@ -7,6 +7,7 @@ import type {
   CompleteInput,
   DeleteResult,
   ExtendInput,
+  RecordState,
   ReleaseInput,
   Store,
   StoredRecord,
@@ -31,37 +32,37 @@ export interface MemoryStoreOptions {
 
 /** The record format this code reads and writes; any other is undecodable, never "no record". */
 const FORMAT = 1
-/** A rough per-record cost of the object, the map entry and the expiry queue entry. */
+/** A rough per-record cost of the object, the map entry and the expiry heap slot. */
 const RECORD_OVERHEAD_BYTES = 256
 /** Expired records dropped on every write, so dead bodies do not wait for the store to fill up. */
 const SWEEP_PER_WRITE = 16
 
-interface RecordBase {
-  readonly v: number
-  /** The hashed scope that created the record. */
-  readonly scope: string
-  readonly fence: number
-  readonly fingerprint: string
-  readonly token: string
-  /** Whether the acquisition that made `token` the owner was a takeover, to answer a repeated begin alike. */
-  readonly takeover: boolean
-  readonly leaseDeadline: number
-  readonly expiresAt: number
-  /** This record's share of `maxBytes`. */
-  readonly bytes: number
-}
+/**
+ * One record. A write replaces it with a new one (never changes it), taking over its place in the expiry heap;
+ * `heapIndex` is the only field that moves.
+ */
+class MemoryRecord {
+  /** The record format this code reads and writes. */
+  readonly v = FORMAT
+  heapIndex = -1
 
-type MemoryRecord = RecordBase &
-  (
-    | { readonly state: 'in_progress' | 'released'; readonly response: null }
-    | { readonly state: 'completed'; readonly response: StoredResponse }
-  )
-
-/** An entry of the expiry queue; stale once its key holds another record object. */
-interface Expiry {
-  readonly at: number
-  readonly key: string
-  readonly record: MemoryRecord
+  constructor(
+    readonly key: string,
+    /** The hashed scope that created the record. */
+    readonly scope: string,
+    readonly state: RecordState,
+    readonly fence: number,
+    readonly fingerprint: string,
+    readonly token: string,
+    /** Whether the acquisition that made `token` the owner was a takeover, to answer a repeated begin alike. */
+    readonly takeover: boolean,
+    readonly leaseDeadline: number,
+    readonly expiresAt: number,
+    /** The store's own copy, set once completed: frozen headers, body bytes no caller holds. */
+    readonly response: StoredResponse | null,
+    /** This record's share of `maxBytes`. */
+    readonly bytes: number,
+  ) {}
 }
 
 /**
@@ -75,8 +76,8 @@ interface Expiry {
  */
 export class MemoryStore implements Store {
   private readonly records = new Map<string, MemoryRecord>()
-  /** A min-heap by expiry over every record written, so a sweep never scans live records. */
-  private readonly expiries: Expiry[] = []
+  /** A min-heap by expiry over the live records, so a sweep never scans live records. */
+  private readonly expiries: MemoryRecord[] = []
   /** The keys of each scope's records, kept only with `maxRecordsPerScope`. */
   private readonly scopes = new Map<string, Set<string>>()
   private bytes = 0
@@ -84,6 +85,7 @@ export class MemoryStore implements Store {
   private readonly maxRecordsPerScope: number | undefined
   private readonly maxBytes: number
   private readonly clockOffset: ClockOffset
+  private readonly bodies = new BodySlabs()
 
   constructor(options: MemoryStoreOptions = {}) {
     this.maxRecords = positiveInteger('maxRecords', options.maxRecords ?? 100_000)
@@ -101,7 +103,7 @@ export class MemoryStore implements Store {
     const plan = planBegin(record ?? null, input, now)
     if (plan.kind === 'answer') {
       const { result } = plan
-      return result.kind === 'replay' ? { kind: 'replay', response: copyResponse(result.response) } : result
+      return result.kind === 'replay' ? { kind: 'replay', response: handOut(result.response) } : result
     }
     const limited = record === undefined && this.maxRecordsPerScope !== undefined
     if (limited) {
@@ -109,22 +111,23 @@ export class MemoryStore implements Store {
       if (full !== undefined) return full
     }
     const leaseDeadline = now + input.leaseMs
-    const fields = {
-      v: FORMAT,
-      scope: record?.scope ?? input.scope,
-      state: 'in_progress',
-      fence: plan.fence,
-      fingerprint: input.fingerprint,
-      token: input.token,
-      takeover: plan.takeover,
-      response: null,
-    } as const
-    this.write(input.key, now, record, {
-      ...fields,
-      leaseDeadline,
-      expiresAt: leaseDeadline + input.retentionMs,
-      bytes: sizeOf(input.key, fields, null),
-    })
+    this.write(
+      now,
+      record,
+      new MemoryRecord(
+        input.key,
+        record?.scope ?? input.scope,
+        'in_progress',
+        plan.fence,
+        input.fingerprint,
+        input.token,
+        plan.takeover,
+        leaseDeadline,
+        leaseDeadline + input.retentionMs,
+        null,
+        sizeOf(input.key, input.fingerprint, input.token, null),
+      ),
+    )
     if (limited) {
       const held = this.scopes.get(input.scope)
       if (held === undefined) this.scopes.set(input.scope, new Set([input.key]))
@@ -138,14 +141,24 @@ export class MemoryStore implements Store {
     const plan = planWrite('complete', this.read(input.key, now) ?? null, input.token)
     if (plan.kind === 'answer') return plan.result
     const { record } = plan
-    const response = copyResponse(input.response)
-    this.write(input.key, now, record, {
-      ...record,
-      state: 'completed',
-      response,
-      expiresAt: now + input.retentionMs,
-      bytes: sizeOf(input.key, record, response),
-    })
+    const response = this.keep(input.response)
+    this.write(
+      now,
+      record,
+      new MemoryRecord(
+        record.key,
+        record.scope,
+        'completed',
+        record.fence,
+        record.fingerprint,
+        record.token,
+        record.takeover,
+        record.leaseDeadline,
+        now + input.retentionMs,
+        response,
+        sizeOf(record.key, record.fingerprint, record.token, response),
+      ),
+    )
     return true
   }
 
@@ -154,12 +167,23 @@ export class MemoryStore implements Store {
     const plan = planWrite('release', this.read(input.key, now) ?? null, input.token)
     if (plan.kind === 'answer') return plan.result
     const { record } = plan
-    const tombstone = { ...record, state: 'released', fingerprint: '', response: null } as const
-    this.write(input.key, now, record, {
-      ...tombstone,
-      expiresAt: now + input.retentionMs,
-      bytes: sizeOf(input.key, tombstone, null),
-    })
+    this.write(
+      now,
+      record,
+      new MemoryRecord(
+        record.key,
+        record.scope,
+        'released',
+        record.fence,
+        '',
+        record.token,
+        record.takeover,
+        record.leaseDeadline,
+        now + input.retentionMs,
+        null,
+        sizeOf(record.key, '', record.token, null),
+      ),
+    )
     return true
   }
 
@@ -169,7 +193,23 @@ export class MemoryStore implements Store {
     if (plan.kind === 'answer') return plan.result
     const { record } = plan
     const leaseDeadline = now + input.leaseMs
-    this.write(input.key, now, record, { ...record, leaseDeadline, expiresAt: leaseDeadline + input.retentionMs })
+    this.write(
+      now,
+      record,
+      new MemoryRecord(
+        record.key,
+        record.scope,
+        record.state,
+        record.fence,
+        record.fingerprint,
+        record.token,
+        record.takeover,
+        leaseDeadline,
+        leaseDeadline + input.retentionMs,
+        record.response,
+        record.bytes,
+      ),
+    )
     return true
   }
 
@@ -184,7 +224,7 @@ export class MemoryStore implements Store {
       token,
       leaseDeadline,
       expiresAt,
-      response: response === null ? null : copyResponse(response),
+      response: response === null ? null : handOut(response),
     }
   }
 
@@ -192,7 +232,7 @@ export class MemoryStore implements Store {
     const record = this.read(key, this.now())
     if (record === undefined) return 'absent'
     if (record.state === 'in_progress' && options.force !== true) return 'refused_in_progress'
-    this.drop(key, record)
+    this.drop(record)
     return 'deleted'
   }
 
@@ -209,42 +249,58 @@ export class MemoryStore implements Store {
       throw new IdempotencyStoreError('undecodable', `memory store: record format ${String(record.v)} is not ${FORMAT}`)
     }
     if (now < record.expiresAt) return record
-    this.drop(key, record)
+    this.drop(record)
     return undefined
   }
 
+  private overfull(addedRecords: number, addedBytes: number): boolean {
+    return this.records.size + addedRecords > this.maxRecords || this.bytes + addedBytes > this.maxBytes
+  }
+
   /** Replaces `previous` (or nothing) with `next`, after making room; throws 'full' rather than evict. */
-  private write(key: string, now: number, previous: MemoryRecord | undefined, next: MemoryRecord): void {
+  private write(now: number, previous: MemoryRecord | undefined, next: MemoryRecord): void {
     const addedRecords = previous === undefined ? 1 : 0
     const addedBytes = next.bytes - (previous?.bytes ?? 0)
-    const overfull = () => this.records.size + addedRecords > this.maxRecords || this.bytes + addedBytes > this.maxBytes
     // `previous` is live, so the sweep cannot drop it: it only takes records already past expiry.
     let budget = SWEEP_PER_WRITE
-    for (let top = this.expiries[0]; top !== undefined && top.at <= now; top = this.expiries[0]) {
-      if (budget <= 0 && !overfull()) break
+    for (let top = this.expiries[0]; top !== undefined && top.expiresAt <= now; top = this.expiries[0]) {
+      if (budget <= 0 && !this.overfull(addedRecords, addedBytes)) break
       budget -= 1
-      popExpiry(this.expiries)
-      if (this.records.get(top.key) === top.record) this.drop(top.key, top.record)
+      this.drop(top)
     }
-    if (overfull()) {
+    if (this.overfull(addedRecords, addedBytes)) {
       throw new IdempotencyStoreError(
         'full',
         `memory store full: ${this.records.size} records of ${this.maxRecords}, ` +
           `${this.bytes} bytes of ${this.maxBytes}, none expired`,
       )
     }
-    this.records.set(key, next)
+    this.records.set(next.key, next)
     this.bytes += addedBytes
-    pushExpiry(this.expiries, { at: next.expiresAt, key, record: next })
-    // Every write queues an entry; rebuild once stale ones (superseded records) dominate.
-    if (this.expiries.length > 2 * this.records.size + 1024) this.rebuildExpiries()
+    const heap = this.expiries
+    if (previous === undefined) {
+      next.heapIndex = heap.length
+      heap.push(next)
+      siftUp(heap, next.heapIndex)
+    } else {
+      // The new record takes the old one's place, then moves to where its expiry belongs.
+      const at = previous.heapIndex
+      previous.heapIndex = -1
+      next.heapIndex = at
+      heap[at] = next
+      if (next.expiresAt < previous.expiresAt) siftUp(heap, at)
+      else siftDown(heap, at)
+    }
   }
 
-  private drop(key: string, record: MemoryRecord): void {
-    this.records.delete(key)
+  private drop(record: MemoryRecord): void {
+    // Only the record the map holds: a test may have put an undecodable one in its place.
+    if (this.records.get(record.key) === record) this.records.delete(record.key)
     this.bytes -= record.bytes
+    removeAt(this.expiries, record.heapIndex)
+    record.heapIndex = -1
     const held = this.scopes.get(record.scope)
-    if (held?.delete(key) === true && held.size === 0) this.scopes.delete(record.scope)
+    if (held?.delete(record.key) === true && held.size === 0) this.scopes.delete(record.scope)
   }
 
   /** The refusal when `scope` holds `maxRecordsPerScope` live records, or undefined when a new one fits. */
@@ -260,30 +316,63 @@ export class MemoryStore implements Store {
     return { kind: 'scope_full', retryAfterMs: Math.max(0, first - now) }
   }
 
-  private rebuildExpiries(): void {
-    this.expiries.length = 0
-    for (const [key, record] of this.records) {
-      pushExpiry(this.expiries, { at: record.expiresAt, key, record })
+  /** The store's own copy of a response: callers may reuse or mutate their arrays and buffers. */
+  private keep(response: StoredResponse): StoredResponse {
+    const headers: Array<readonly [string, string]> = []
+    for (const [name, value] of response.headers) headers.push(Object.freeze([name, value] as const))
+    return {
+      status: response.status,
+      headers: Object.freeze(headers),
+      body: this.bodies.copy(response.body),
+      replayable: response.replayable,
     }
   }
 }
 
-/** A private copy: callers may reuse or mutate their buffers, and must not reach the stored ones. */
-function copyResponse(response: StoredResponse): StoredResponse {
+/**
+ * What a caller gets of a stored response: the frozen headers as they are (nobody can change them) and a copy of
+ * the body, which is theirs to reuse or mutate.
+ */
+function handOut(response: StoredResponse): StoredResponse {
   return {
     status: response.status,
-    headers: response.headers.map(([name, value]) => [name, value] as const),
+    headers: response.headers,
     body: new Uint8Array(response.body),
     replayable: response.replayable,
   }
 }
 
-function sizeOf(
-  key: string,
-  record: Pick<RecordBase, 'fingerprint' | 'token'>,
-  response: StoredResponse | null,
-): number {
-  let bytes = RECORD_OVERHEAD_BYTES + key.length + record.fingerprint.length + record.token.length
+/** Bodies up to this size share slabs; larger ones get a buffer of their own. */
+const SLAB_MAX_BODY = 2 * 1024
+const SLAB_BYTES = 32 * 1024
+const EMPTY = new Uint8Array(0)
+
+/**
+ * Copies of small bodies, packed into shared slabs: a buffer per stored body costs the garbage collector far more
+ * than the copy (the memory store keeps every body for a day). A slab is freed once all its bodies are; views into
+ * it never leave the store (`handOut` copies).
+ */
+class BodySlabs {
+  #slab = EMPTY
+  #at = 0
+
+  copy(body: Uint8Array): Uint8Array {
+    const length = body.byteLength
+    if (length === 0) return EMPTY
+    if (length > SLAB_MAX_BODY) return new Uint8Array(body)
+    if (this.#at + length > this.#slab.byteLength) {
+      this.#slab = new Uint8Array(SLAB_BYTES)
+      this.#at = 0
+    }
+    const view = this.#slab.subarray(this.#at, this.#at + length)
+    view.set(body)
+    this.#at += length
+    return view
+  }
+}
+
+function sizeOf(key: string, fingerprint: string, token: string, response: StoredResponse | null): number {
+  let bytes = RECORD_OVERHEAD_BYTES + key.length + fingerprint.length + token.length
   if (response === null) return bytes
   bytes += response.body.byteLength
   for (const [name, value] of response.headers) bytes += name.length + value.length + 32
@@ -297,35 +386,50 @@ function positiveInteger(name: string, value: number): number {
   return value
 }
 
-function pushExpiry(heap: Expiry[], entry: Expiry): void {
-  heap.push(entry)
-  let i = heap.length - 1
-  while (i > 0) {
-    const parent = (i - 1) >> 1
-    const above = heap[parent]
-    if (above === undefined || above.at <= entry.at) break
-    heap[i] = above
-    i = parent
-  }
-  heap[i] = entry
+// The expiry heap: each record knows its slot, so a write replaces its record in place and a drop removes it.
+
+function place(heap: MemoryRecord[], at: number, record: MemoryRecord): void {
+  heap[at] = record
+  record.heapIndex = at
 }
 
-function popExpiry(heap: Expiry[]): void {
-  const last = heap.pop()
-  if (last === undefined || heap.length === 0) return
-  let i = 0
+function siftUp(heap: MemoryRecord[], from: number): void {
+  const record = heap[from] as MemoryRecord
+  let i = from
+  while (i > 0) {
+    const parent = (i - 1) >> 1
+    const above = heap[parent] as MemoryRecord
+    if (above.expiresAt <= record.expiresAt) break
+    place(heap, i, above)
+    i = parent
+  }
+  place(heap, i, record)
+}
+
+function siftDown(heap: MemoryRecord[], from: number): void {
+  const record = heap[from] as MemoryRecord
+  const n = heap.length
+  let i = from
   for (;;) {
     const left = 2 * i + 1
+    if (left >= n) break
     const right = left + 1
     let child = left
-    const l = heap[left]
-    const r = heap[right]
-    if (l === undefined) break
-    if (r !== undefined && r.at < l.at) child = right
-    const smaller = heap[child]
-    if (smaller === undefined || smaller.at >= last.at) break
-    heap[i] = smaller
+    if (right < n && (heap[right] as MemoryRecord).expiresAt < (heap[left] as MemoryRecord).expiresAt) child = right
+    const smaller = heap[child] as MemoryRecord
+    if (smaller.expiresAt >= record.expiresAt) break
+    place(heap, i, smaller)
     i = child
   }
-  heap[i] = last
+  place(heap, i, record)
+}
+
+function removeAt(heap: MemoryRecord[], at: number): void {
+  if (at < 0) return
+  const last = heap.pop() as MemoryRecord
+  if (at === heap.length) return
+  place(heap, at, last)
+  const parent = (at - 1) >> 1
+  if (at > 0 && (heap[parent] as MemoryRecord).expiresAt > last.expiresAt) siftUp(heap, at)
+  else siftDown(heap, at)
 }
