@@ -69,6 +69,7 @@ export interface Idempotency {
 
 const now = () => performance.now()
 const NO_HEADERS: ReadonlyArray<readonly [string, string]> = []
+const REPLAYED = ['idempotent-replayed', 'true'] as const
 /** Scope hashes remembered per engine, so a tenant's steady traffic hashes its scope once; cleared when full. */
 const SCOPE_CACHE_SIZE = 1_024
 /** Background releases of timed-out begins in flight at once, per engine. */
@@ -164,16 +165,11 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
         { originalStatus: response.status },
       )
     }
-    return {
-      status: response.status,
-      headers: [
-        ...response.headers,
-        ...replayMarkers,
-        ['idempotent-replayed', 'true'],
-        ['content-length', String(response.body.byteLength)],
-      ],
-      body: response.body,
-    }
+    const headers: Array<readonly [string, string]> = []
+    for (const header of response.headers) headers.push(header)
+    for (const marker of replayMarkers) headers.push(marker)
+    headers.push(REPLAYED, ['content-length', String(response.body.byteLength)])
+    return { status: response.status, headers, body: response.body }
   }
 
   /**
@@ -212,7 +208,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     tryRelease()
   }
 
-  async function begin(key: string, scope: string, fingerprint: string, token: string) {
+  function begin(key: string, scope: string, fingerprint: string, token: string): Promise<BeginResult> {
     return callStore('begin', o.beginTimeoutMs, () =>
       o.store.begin({ key, scope, fingerprint, token, leaseMs: o.leaseMs, retentionMs: o.retentionMs }),
     )

@@ -25,14 +25,20 @@ const NEVER_STORED = new Set([
 ])
 const NEVER_STORED_PREFIXES = ['proxy-', 'access-control-', 'ratelimit-', 'x-ratelimit-']
 
-/** Lower-cased names `Connection` lists: hop-by-hop for this message only (RFC 9110 §7.6.1). */
-function connectionOptions(headers: ReadonlyArray<readonly [string, string]>): Set<string> {
-  const named = new Set<string>()
+/** Lower-cased names `Connection` lists: hop-by-hop for this message only (RFC 9110 §7.6.1); undefined when none. */
+function connectionOptions(headers: ReadonlyArray<readonly [string, string]>): Set<string> | undefined {
+  let named: Set<string> | undefined
   for (const [name, value] of headers) {
-    if (name.toLowerCase() !== 'connection') continue
+    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue
+    named ??= new Set<string>()
     for (const option of value.split(',')) named.add(option.trim().toLowerCase())
   }
   return named
+}
+
+function hasNeverStoredPrefix(name: string): boolean {
+  for (const prefix of NEVER_STORED_PREFIXES) if (name.startsWith(prefix)) return true
+  return false
 }
 
 /** Drops what must never be replayed; `markers` are the engine's own, set fresh on every response. */
@@ -41,9 +47,13 @@ export function storableHeaders(
   markers: ReadonlySet<string>,
 ): Array<readonly [string, string]> {
   const named = connectionOptions(headers)
-  return headers.filter(([raw]) => {
-    const name = raw.toLowerCase()
-    if (NEVER_STORED.has(name) || named.has(name) || markers.has(name)) return false
-    return !NEVER_STORED_PREFIXES.some((prefix) => name.startsWith(prefix))
-  })
+  const kept: Array<readonly [string, string]> = []
+  for (const header of headers) {
+    const name = header[0].toLowerCase()
+    if (NEVER_STORED.has(name) || markers.has(name) || named?.has(name) === true || hasNeverStoredPrefix(name)) {
+      continue
+    }
+    kept.push(header)
+  }
+  return kept
 }
