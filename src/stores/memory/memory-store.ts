@@ -319,10 +319,10 @@ export class MemoryStore implements Store {
   /** The store's own copy of a response: callers may reuse or mutate their arrays and buffers. */
   private keep(response: StoredResponse): StoredResponse {
     const headers: Array<readonly [string, string]> = []
-    for (const [name, value] of response.headers) headers.push(Object.freeze([name, value] as const))
+    for (const [name, value] of response.headers) headers.push([name, value])
     return {
       status: response.status,
-      headers: Object.freeze(headers),
+      headers,
       body: this.bodies.copy(response.body),
       replayable: response.replayable,
     }
@@ -330,13 +330,19 @@ export class MemoryStore implements Store {
 }
 
 /**
- * What a caller gets of a stored response: the frozen headers as they are (nobody can change them) and a copy of
- * the body, which is theirs to reuse or mutate.
+ * What a caller gets of a stored response: the headers frozen (on the first hand-out, so a response never
+ * replayed never pays for it), the same arrays every time since nobody can change them, and a copy of the body,
+ * which is theirs to reuse or mutate.
  */
 function handOut(response: StoredResponse): StoredResponse {
+  const { headers } = response
+  if (!Object.isFrozen(headers)) {
+    for (const header of headers) Object.freeze(header)
+    Object.freeze(headers)
+  }
   return {
     status: response.status,
-    headers: response.headers,
+    headers,
     body: new Uint8Array(response.body),
     replayable: response.replayable,
   }
