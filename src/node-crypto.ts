@@ -5,13 +5,15 @@ import type { CryptoProvider } from './core/options.js'
 // One system call fills 256 tokens: drawing 16 bytes per request was a tenth of the first-request path's CPU.
 // The bytes are the same CSPRNG output either way (crypto.randomUUID caches the same way); each is used once.
 const POOL_BYTES = 4096
-let pool = Buffer.alloc(0)
-let offset = 0
+// Refilled in place: what was drawn from it was copied out (bytes or hex) and is never read again.
+const pool = Buffer.allocUnsafeSlow(POOL_BYTES)
+const poolBytes = new Uint8Array(pool.buffer, pool.byteOffset, POOL_BYTES)
+let offset = POOL_BYTES
 
 /** `length` bytes of the pool, refilled when spent; hands out their start and moves past them. */
 function draw(length: number): number {
-  if (offset + length > pool.length) {
-    pool = randomFillSync(Buffer.allocUnsafeSlow(POOL_BYTES))
+  if (offset + length > POOL_BYTES) {
+    randomFillSync(pool)
     offset = 0
   }
   const start = offset
@@ -22,7 +24,7 @@ function draw(length: number): number {
 function randomBytes(length: number): Uint8Array {
   if (length > POOL_BYTES / 16) return randomFillSync(new Uint8Array(length))
   const start = draw(length)
-  return new Uint8Array(pool.buffer, pool.byteOffset, pool.length).slice(start, start + length)
+  return poolBytes.slice(start, start + length)
 }
 
 function randomHex(length: number): string {

@@ -6,13 +6,19 @@ import { IdempotencyStoreError } from './errors.js'
  * Runs `call` and settles within `ms`: a driver error becomes `IdempotencyStoreError('unavailable')`, a call
  * still pending at the deadline `IdempotencyStoreError('timeout')`. The abandoned call may still apply later.
  */
-export function callStore<T>(what: string, ms: number, call: () => Promise<T>): Promise<T> {
+export function callStore<T, A = undefined>(
+  what: string,
+  ms: number,
+  call: (arg: A) => Promise<T>,
+  // `call(arg)`: a function made once and its input, instead of a closure per call on the hot path.
+  arg?: A,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const pending = new PendingCall(what, ms, reject)
     pending.deadline = setDeadline(ms, timedOut, pending)
     let answer: Promise<T>
     try {
-      answer = call()
+      answer = call(arg as A)
     } catch (error) {
       answer = Promise.reject(error)
     }
