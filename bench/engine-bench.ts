@@ -55,15 +55,31 @@ const RESPONSE = {
   ),
 } as const
 
-function request(key: string, body: Buffer): IdempotencyRequest {
-  return {
-    method: 'POST',
-    url: '/api/payments/charge',
-    header: (name) => (name === 'idempotency-key' ? key : name === 'content-type' ? 'application/json' : undefined),
-    body: { kind: 'raw', bytes: body },
-    contentType: 'application/json',
-    scope: 'tenant_1',
+/**
+ * One keyed JSON POST as an adapter hands it over. A class, so making one costs one object and no closure: the
+ * harness's own allocations are not the engine's (under tsx every closure also pays a `__name` call).
+ */
+class BenchRequest implements IdempotencyRequest {
+  readonly method = 'POST'
+  readonly url = '/api/payments/charge'
+  readonly contentType = 'application/json'
+  readonly scope = 'tenant_1'
+  readonly body: { readonly kind: 'raw'; readonly bytes: Buffer }
+
+  constructor(
+    readonly key: string,
+    bytes: Buffer,
+  ) {
+    this.body = { kind: 'raw', bytes }
   }
+
+  header(name: string): string | undefined {
+    return name === 'idempotency-key' ? this.key : name === 'content-type' ? 'application/json' : undefined
+  }
+}
+
+function request(key: string, body: Buffer): IdempotencyRequest {
+  return new BenchRequest(key, body)
 }
 
 /** Runs `one(i)` with `concurrency` in flight for about `seconds`; returns how many completed and how long it took. */
