@@ -11,8 +11,9 @@ import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, ResolvedRoute, RouteOptions } from '../../core/options.js'
 import { bodyParserProblem } from '../../core/problem.js'
 import { createIdempotency } from '../../create-idempotency.js'
+import { NodeEngineRequest } from '../node/engine-request.js'
 import { sendResponse } from '../node/send-response.js'
-import { type TappedBody, tapRawBody } from './raw-body-tap.js'
+import { type TappedBody, tappedBytes, tapRawBody } from './raw-body-tap.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -38,26 +39,38 @@ export type FastifyIdempotencyOptions = (IdempotencyOptions | { readonly engine:
 interface Executing {
   readonly execution: Execution
   /** Response headers as they were before the route ran: those belong to this request only (DESIGN §4.9). */
-  readonly before: ReadonlyMap<string, unknown>
+  readonly before: Readonly<Record<string, unknown>>
   /** Set once `finish` was called, from `onSend` or from a raw write: never twice. */
   finished: boolean
-  /** Puts back the raw `ServerResponse` methods watched for writes that bypass `reply.send`. */
-  restore(): void
+  /** The raw `ServerResponse` methods replaced to watch for writes that bypass `reply.send`. */
+  readonly original: RawMethods
 }
 
-interface RequestState {
-  tapped?: TappedBody
+/** One request, from `preParsing` on; kept on the raw request, whose other plugin instances leave it alone. */
+interface RequestState extends TappedBody {
+  /** The plugin instance that handles the request: the first registered wins (app-wide plus nested). */
+  readonly owner: symbol
   decided: boolean
-  executing?: Executing
+  executing: Executing | undefined
   /**
    * What `onSend` must send whatever the hooks before it did to the payload: a body-parser refusal as
    * problem+json, or the engine's answer (a replay must not be wrapped or encoded twice by an earlier hook).
    */
-  pending?: HttpResponse | undefined
+  pending: HttpResponse | undefined
 }
 
-/** Which request an instance of the plugin handles: the first one registered wins (app-wide plus nested). */
+/**
+ * Where the request's state is kept on the raw request. The NestJS interceptor reads this same key to leave a
+ * request the plugin covers alone.
+ */
 const CLAIMED = Symbol.for('idempotency-kit.fastify.claimed')
+/** Where a watched `ServerResponse` finds its execution. */
+const EXECUTING = Symbol('idempotency-kit.fastify.executing')
+
+type Claimed = { [CLAIMED]?: RequestState }
+type Watched = ServerResponse & { [EXECUTING]?: Executing | undefined }
+type RawMethods = Pick<ServerResponse, 'writeHead' | 'write' | 'end' | 'flushHeaders'>
+type Done = (error?: Error | null) => void
 
 const BODY_ERRORS: Readonly<Record<string, readonly [number, string]>> = {
   FST_ERR_CTP_BODY_TOO_LARGE: [413, 'The request body is larger than this endpoint accepts.'],
@@ -81,6 +94,12 @@ function sameValue(a: unknown, b: unknown): boolean {
   return a === b
 }
 
+/** The state of `request` if `owner` handles it. */
+function stateOf(request: FastifyRequest, owner: symbol): RequestState | undefined {
+  const state = (request.raw as Claimed)[CLAIMED]
+  return state?.owner === owner ? state : undefined
+}
+
 /** Headers grouped by lower-cased name, in order, for `reply.headers`; Fastify computes Content-Length itself. */
 function groupHeaders(headers: HttpResponse['headers']): Record<string, string | string[]> {
   const grouped: Record<string, string | string[]> = {}
@@ -98,16 +117,17 @@ function toBuffer(body: Uint8Array): Buffer {
 }
 
 /** Writes an engine response (a replay or a rejection) through the reply, so onSend hooks such as compression run. */
-function respond(reply: FastifyReply, response: HttpResponse): FastifyReply {
+function respond(reply: FastifyReply, response: HttpResponse): void {
   const headers = groupHeaders(response.headers)
   if (headers['content-type'] === undefined && response.body.byteLength > 0) {
     // reply.send(Buffer) would add application/octet-stream: a header the first response did not have.
     reply.hijack()
     sendResponse(reply.raw, response)
-    return reply
+    return
   }
   reply.code(response.status).headers(headers)
-  return response.body.byteLength === 0 ? reply.send() : reply.send(toBuffer(response.body))
+  if (response.body.byteLength === 0) reply.send()
+  else reply.send(toBuffer(response.body))
 }
 
 /** Puts `response` in place of the payload, inside `onSend`; answers the new payload. */
@@ -123,11 +143,14 @@ function replacePayload(reply: FastifyReply, response: HttpResponse): Buffer {
 }
 
 /** Headers the route set or changed after `preHandler`, in order, one pair per value. */
-function routeHeaders(reply: FastifyReply, before: ReadonlyMap<string, unknown>): Array<[string, string]> {
+function routeHeaders(reply: FastifyReply, before: Readonly<Record<string, unknown>>): Array<[string, string]> {
   const pairs: Array<[string, string]> = []
-  for (const [name, value] of Object.entries(reply.getHeaders())) {
-    if (value === undefined || sameValue(value, before.get(name))) continue
-    for (const v of Array.isArray(value) ? value : [value]) pairs.push([name, String(v)])
+  const headers = reply.getHeaders()
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || sameValue(value, before[name])) continue
+    if (Array.isArray(value)) for (const v of value) pairs.push([name, String(v)])
+    else pairs.push([name, String(value)])
   }
   return pairs
 }
@@ -138,52 +161,66 @@ function isFetchResponse(payload: unknown): payload is Response {
   )
 }
 
-/**
- * Watches the raw `ServerResponse` for a route that writes past `reply.send` (`reply.hijack()`, `reply.raw`):
- * that response passes through as it is written and is finished as unreplayable at its first write, so a
- * retry gets 410 and never a half-stored body. `onSend` restores the methods before Fastify writes.
+/*
+ * A route that writes past `reply.send` (`reply.hijack()`, `reply.raw`): that response passes through as it is
+ * written and is finished as unreplayable at its first write, so a retry gets 410 and never a half-stored body.
+ * The replacements are shared functions that find their execution on the response: no closure per request.
  */
-function watchRawWrites(raw: ServerResponse, executing: Executing): () => void {
-  const original = { writeHead: raw.writeHead, write: raw.write, end: raw.end, flushHeaders: raw.flushHeaders }
-  const restore = () => {
-    raw.writeHead = original.writeHead
-    raw.write = original.write
-    raw.end = original.end
-    raw.flushHeaders = original.flushHeaders
-  }
-  const bypass = (status: number) => {
-    restore()
-    if (executing.finished) return
+
+function restoreRaw(raw: Watched, executing: Executing): void {
+  const { original } = executing
+  raw.writeHead = original.writeHead
+  raw.write = original.write
+  raw.end = original.end
+  raw.flushHeaders = original.flushHeaders
+  raw[EXECUTING] = undefined
+}
+
+/** Restores the methods and finishes as unreplayable (once); answers the original methods. */
+function bypass(raw: Watched, status: number | undefined): RawMethods {
+  const executing = raw[EXECUTING] as Executing
+  restoreRaw(raw, executing)
+  if (!executing.finished) {
     executing.finished = true
-    void executing.execution.finish({ kind: 'unreplayable', status })
+    void executing.execution.finish({ kind: 'unreplayable', status: status ?? raw.statusCode })
   }
-  raw.writeHead = function writeHead(this: ServerResponse, code: number, ...rest: unknown[]) {
-    bypass(code)
-    return (original.writeHead as (...args: unknown[]) => ServerResponse).call(raw, code, ...rest)
-  } as ServerResponse['writeHead']
-  raw.write = function write(...args: unknown[]) {
-    bypass(raw.statusCode)
-    return (original.write as (...a: unknown[]) => boolean).apply(raw, args)
-  } as ServerResponse['write']
-  raw.end = function end(...args: unknown[]) {
-    bypass(raw.statusCode)
-    return (original.end as (...a: unknown[]) => ServerResponse).apply(raw, args)
-  } as ServerResponse['end']
-  raw.flushHeaders = function flushHeaders() {
-    bypass(raw.statusCode)
-    original.flushHeaders.call(raw)
-  }
-  return restore
+  return executing.original
+}
+
+function watchedWriteHead(this: Watched, ...args: unknown[]): ServerResponse {
+  const original = bypass(this, args[0] as number)
+  return (original.writeHead as (...a: unknown[]) => ServerResponse).apply(this, args)
+}
+
+function watchedWrite(this: Watched, ...args: unknown[]): boolean {
+  const original = bypass(this, undefined)
+  return (original.write as (...a: unknown[]) => boolean).apply(this, args)
+}
+
+function watchedEnd(this: Watched, ...args: unknown[]): ServerResponse {
+  const original = bypass(this, undefined)
+  return (original.end as (...a: unknown[]) => ServerResponse).apply(this, args)
+}
+
+function watchedFlushHeaders(this: Watched): void {
+  bypass(this, undefined).flushHeaders.call(this)
+}
+
+function watchRawWrites(raw: Watched, executing: Executing): void {
+  raw[EXECUTING] = executing
+  raw.writeHead = watchedWriteHead as ServerResponse['writeHead']
+  raw.write = watchedWrite as ServerResponse['write']
+  raw.end = watchedEnd as ServerResponse['end']
+  raw.flushHeaders = watchedFlushHeaders
 }
 
 async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptions): Promise<void> {
   const owned = !('engine' in options)
   const engine = 'engine' in options ? options.engine : createIdempotency(options)
   const pluginRoute = engine.route(options)
-  const scope = options.scope ?? (() => '')
+  const scope = options.scope
   const problemBodyErrors = options.problemBodyErrors ?? true
   const headerName = engine.options.headerName
-  const states = new WeakMap<FastifyRequest, RequestState>()
   /** Every route this instance saw, covered or not: a route it never saw was declared before it loaded. */
   const seen = new Set<string>()
   const instance = Symbol('idempotency-kit instance')
@@ -199,9 +236,10 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
     // Validated once per route, at mount time: a bad option fails the boot, not a request.
     const route = config === undefined ? pluginRoute : engine.route({ ...options, ...config })
     if (!methods.some((m) => route.methods.has(m))) return
+    const limit = routeOptions.bodyLimit ?? fastify.initialConfig.bodyLimit ?? 1024 * 1024
     // Appended: ours run after the app's and the route's own hooks (parsing, auth), and before any
     // onSend hook a later plugin appends in its own onRoute (compression: see the README's order).
-    routeOptions.preParsing = [...asArray(routeOptions.preParsing), preParsing] as NonNullable<
+    routeOptions.preParsing = [...asArray(routeOptions.preParsing), preParsingFor(limit)] as NonNullable<
       typeof routeOptions.preParsing
     >
     routeOptions.preHandler = [...asArray(routeOptions.preHandler), preHandlerFor(route)] as NonNullable<
@@ -212,31 +250,57 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
   })
 
   // A route declared before this plugin loaded never reached onRoute: fail loudly rather than run it unprotected.
-  fastify.addHook('onRequest', async (request) => {
+  // Checked once the route's own preParsing ran, so a covered route only costs a property read.
+  fastify.addHook('preValidation', (request, _reply, done) => {
+    if ((request.raw as Claimed)[CLAIMED] !== undefined || !pluginRoute.methods.has(request.method)) return done()
+    if (request.is404) return done()
     const { url, config } = request.routeOptions
-    if (url === undefined || config?.idempotency === false || !pluginRoute.methods.has(request.method)) return
-    if (seen.has(`${request.method} ${url}`)) return
-    throw new IdempotencyConfigError(
-      `${request.method} ${url} was declared before idempotency-kit was registered: ` +
-        'await app.register(idempotency, options) before declaring the routes it covers',
+    if (url === undefined || config?.idempotency === false || seen.has(`${request.method} ${url}`)) return done()
+    done(
+      new IdempotencyConfigError(
+        `${request.method} ${url} was declared before idempotency-kit was registered: ` +
+          'await app.register(idempotency, options) before declaring the routes it covers',
+      ),
     )
   })
 
-  async function preParsing(request: FastifyRequest, _reply: FastifyReply, payload: NodeJS.ReadableStream) {
-    const raw = request.raw as unknown as Record<symbol, symbol | undefined>
-    if (raw[CLAIMED] !== undefined && raw[CLAIMED] !== instance) return payload
-    raw[CLAIMED] = instance
-    const state: RequestState = { decided: false }
-    states.set(request, state)
-    // Keyless requests pass through the engine untouched: no bytes to keep.
-    if (request.headers[headerName] === undefined) return payload
-    state.tapped = { chunks: [], complete: false }
-    return tapRawBody(payload, state.tapped)
+  function preParsingFor(limit: number) {
+    return function idempotencyPreParsing(
+      request: FastifyRequest,
+      _reply: FastifyReply,
+      payload: NodeJS.ReadableStream,
+      done: (error: Error | null, payload: NodeJS.ReadableStream) => void,
+    ): void {
+      const raw = request.raw as Claimed
+      const claimed = raw[CLAIMED]
+      if (claimed === undefined || claimed.owner === instance) {
+        const state: RequestState = {
+          owner: instance,
+          decided: false,
+          executing: undefined,
+          pending: undefined,
+          chunks: undefined,
+          size: 0,
+          complete: false,
+          limit,
+        }
+        raw[CLAIMED] = state
+        // Keyless requests pass through the engine untouched: no bytes to keep.
+        if (request.headers[headerName] !== undefined) {
+          state.chunks = []
+          tapRawBody(payload, state)
+        }
+      }
+      done(null, payload)
+    }
   }
 
   function bodyOf(request: FastifyRequest, state: RequestState): FingerprintBody {
     if (!hasBody(request.raw)) return { kind: 'none' }
-    if (state.tapped?.complete) return { kind: 'raw', bytes: Buffer.concat(state.tapped.chunks) }
+    const bytes = tappedBytes(state)
+    // Hashed within `handle`, synchronously: nothing needs the chunks after it.
+    state.chunks = undefined
+    if (bytes !== undefined) return { kind: 'raw', bytes }
     // A content-type parser that did not read the stream to its end: the parsed value is the fallback.
     if (request.body !== undefined && isJsonMediaType(mediaTypeOf(request.headers['content-type']))) {
       return { kind: 'parsed', value: request.body }
@@ -246,103 +310,134 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
     )
   }
 
+  /** Only a wait needs to know the client left; an AbortController per request costs a DOMException. */
+  function clientGone(reply: FastifyReply): AbortSignal {
+    const controller = new AbortController()
+    reply.raw.once('close', () => controller.abort())
+    return controller.signal
+  }
+
   function preHandlerFor(route: ResolvedRoute) {
-    return async function idempotencyPreHandler(request: FastifyRequest, reply: FastifyReply) {
-      const state = states.get(request)
-      if (state === undefined || state.decided) return
-      state.decided = true
-      const controller = new AbortController()
-      reply.raw.once('close', () => controller.abort())
-      const decision = await engine.handle(
-        {
-          method: request.method,
-          url: request.originalUrl,
-          header: (name) => {
-            const value = request.headers[name]
-            return Array.isArray(value) ? value.join(', ') : value
-          },
-          body: bodyOf(request, state),
-          contentType: request.headers['content-type'],
-          scope: scope(request) ?? '',
-          signal: controller.signal,
-        },
-        route,
-      )
-      switch (decision.kind) {
-        case 'pass':
-          return
-        case 'respond':
-          state.pending = decision.response
-          return respond(reply, decision.response)
-        case 'execute': {
-          const { execution } = decision
-          const before = new Map(Object.entries(reply.getHeaders()))
-          for (const [name, value] of execution.headers) reply.header(name, value)
-          const executing: Executing = { execution, before, finished: false, restore: () => {} }
-          executing.restore = watchRawWrites(reply.raw, executing)
-          state.executing = executing
-          request.idempotency = execution.lease
-          return
-        }
-        default: {
-          const unknown: never = decision
-          throw new TypeError(`unknown decision ${String(unknown)}`)
-        }
+    const wait = route.onConflict === 'wait'
+    return function idempotencyPreHandler(request: FastifyRequest, reply: FastifyReply, done: Done): void {
+      const state = stateOf(request, instance)
+      if (state === undefined || state.decided) {
+        done()
+        return
       }
+      state.decided = true
+      let engineRequest: NodeEngineRequest
+      try {
+        const body = bodyOf(request, state)
+        engineRequest = new NodeEngineRequest(
+          request.method,
+          request.originalUrl,
+          request.headers,
+          body,
+          scope === undefined ? '' : (scope(request) ?? ''),
+          wait ? clientGone(reply) : undefined,
+        )
+      } catch (error) {
+        done(error as Error)
+        return
+      }
+      engine.handle(engineRequest, route).then((decision) => {
+        switch (decision.kind) {
+          case 'pass':
+            done()
+            return
+          case 'respond':
+            // Answered here: the route does not run, and done() is not called.
+            state.pending = decision.response
+            respond(reply, decision.response)
+            return
+          case 'execute': {
+            const { execution } = decision
+            const raw = reply.raw as Watched
+            const executing: Executing = {
+              execution,
+              before: reply.getHeaders(),
+              finished: false,
+              original: { writeHead: raw.writeHead, write: raw.write, end: raw.end, flushHeaders: raw.flushHeaders },
+            }
+            for (const [name, value] of execution.headers) reply.header(name, value)
+            watchRawWrites(raw, executing)
+            state.executing = executing
+            request.idempotency = execution.lease
+            done()
+            return
+          }
+          default: {
+            const unknown: never = decision
+            done(new TypeError(`unknown decision ${String(unknown)}`))
+          }
+        }
+      }, done)
     }
   }
 
-  async function onError(request: FastifyRequest, _reply: FastifyReply, error: FastifyError) {
-    const state = states.get(request)
+  function onError(request: FastifyRequest, _reply: FastifyReply, error: FastifyError, done: () => void): void {
+    const state = stateOf(request, instance)
     // Only refusals from before the decision: a route's own errors are its response.
-    if (!problemBodyErrors || state === undefined || state.decided) return
-    const known = BODY_ERRORS[error.code]
-    if (known !== undefined) state.pending = bodyParserProblem(known[0], known[1])
+    if (problemBodyErrors && state !== undefined && !state.decided) {
+      const known = BODY_ERRORS[error.code]
+      if (known !== undefined) state.pending = bodyParserProblem(known[0], known[1])
+    }
+    done()
   }
 
   /** Store, then send: the payload leaves only after `finish` settled (DESIGN §4.8). */
-  async function onSend(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
-    const state = states.get(request)
-    if (state === undefined) return payload
-    if (state.pending !== undefined) {
+  function onSend(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    payload: unknown,
+    done: (error: Error | null, payload?: unknown) => void,
+  ): void {
+    const state = stateOf(request, instance)
+    if (state?.pending !== undefined) {
       const response = state.pending
       state.pending = undefined
-      return replacePayload(reply, response)
+      done(null, replacePayload(reply, response))
+      return
     }
-    const executing = state.executing
-    if (executing === undefined || executing.finished) return payload
+    const executing = state?.executing
+    if (executing === undefined || executing.finished) {
+      done(null, payload)
+      return
+    }
     executing.finished = true
-    executing.restore()
+    restoreRaw(reply.raw as Watched, executing)
     const { execution } = executing
     if (payload === null || payload === undefined || typeof payload === 'string' || Buffer.isBuffer(payload)) {
       const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.from(payload)
       const status = reply.statusCode
       // Encoded by an onSend hook that ran before ours: storing those bytes would replay them to clients that
       // did not ask for the encoding (design-review H3), so the response is kept as unreplayable instead.
-      const encoded = reply.hasHeader('content-encoding') && !executing.before.has('content-encoding')
+      const encoded = reply.hasHeader('content-encoding') && !('content-encoding' in executing.before)
       if (encoded || body.byteLength > execution.maxResponseBytes) {
-        await execution.finish({ kind: 'unreplayable', status })
-        return payload
+        execution.finish({ kind: 'unreplayable', status }).then(() => done(null, payload))
+        return
       }
-      const replacement = await execution.finish({
-        kind: 'response',
-        status,
-        headers: routeHeaders(reply, executing.before),
-        body,
-      })
-      if (replacement === null) return payload
-      // What the route set describes a response we will not send.
-      for (const name of Object.keys(reply.getHeaders())) {
-        if (executing.before.has(name)) continue
-        reply.removeHeader(name)
-        reply.raw.removeHeader(name)
-      }
-      return replacePayload(reply, replacement)
+      execution
+        .finish({ kind: 'response', status, headers: routeHeaders(reply, executing.before), body })
+        .then((replacement) => {
+          if (replacement === null) {
+            done(null, payload)
+            return
+          }
+          // What the route set describes a response we will not send.
+          for (const name of Object.keys(reply.getHeaders())) {
+            if (name in executing.before) continue
+            reply.removeHeader(name)
+            reply.raw.removeHeader(name)
+          }
+          done(null, replacePayload(reply, replacement))
+        })
+      return
     }
     // A Node or Web stream, or a fetch Response: passed through as it flows; only its status is kept.
     const status = isFetchResponse(payload) ? payload.status : reply.statusCode
-    await execution.finish({ kind: 'unreplayable', status })
-    return payload
+    execution.finish({ kind: 'unreplayable', status }).then(() => done(null, payload))
   }
 }
 
