@@ -1,14 +1,15 @@
 /** `idempotency()` for Express 4 and 5: translate the request, ask the engine, render, capture. */
 import type { IncomingMessage } from 'node:http'
-import type { NextFunction, Request, RequestHandler, Response } from 'express'
-import type { Idempotency } from '../../core/engine.js'
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express'
+import type { Decision, Idempotency } from '../../core/engine.js'
 import { IdempotencyConfigError } from '../../core/errors.js'
 import type { FingerprintBody } from '../../core/fingerprint.js'
 import { isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
 import { createIdempotency } from '../../create-idempotency.js'
-import { captureResponse } from '../node/capture-response.js'
+import { captureResponse, interceptOnPrototype, type ResponseMethods } from '../node/capture-response.js'
+import { NodeEngineRequest } from '../node/engine-request.js'
 import { sendResponse } from '../node/send-response.js'
 import { RAW_BODY } from './raw-body.js'
 
@@ -67,7 +68,12 @@ function clientGone(res: Response): AbortSignal {
 export function idempotency(options: ExpressIdempotencyOptions): RequestHandler {
   const engine = 'engine' in options ? options.engine : createIdempotency(options)
   const route = engine.route(options)
-  const scope = options.scope ?? (() => '')
+  const scope = options.scope
+  // Every app's responses inherit from express.response: intercepting there captures a response without adding
+  // properties to it (see capture-response.ts for why that matters on Express).
+  interceptOnPrototype(express.response as unknown as ResponseMethods)
+  // Only a wait needs to know the client left; an AbortController per request costs a DOMException.
+  const wait = route.onConflict === 'wait'
 
   return function idempotencyMiddleware(req: Request, res: Response, next: NextFunction): void {
     const marked = req as unknown as Record<symbol, boolean>
@@ -76,40 +82,48 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       return
     }
     marked[HANDLED] = true
-    // Express 4 does not catch a rejected middleware promise: hand every fault to next().
-    run().catch(next)
-
-    async function run(): Promise<void> {
-      const decision = await engine.handle(
-        {
-          method: req.method,
-          url: req.originalUrl,
-          header: (name) => {
-            const value = req.headers[name]
-            return Array.isArray(value) ? value.join(', ') : value
-          },
-          body: bodyOf(req),
-          contentType: req.headers['content-type'],
-          scope: scope(req) ?? '',
-          // Only a wait needs to know the client left; an AbortController per request costs a DOMException.
-          ...(route.onConflict === 'wait' ? { signal: clientGone(res) } : {}),
-        },
-        route,
+    let request: NodeEngineRequest
+    try {
+      request = new NodeEngineRequest(
+        req.method,
+        req.originalUrl,
+        req.headers,
+        bodyOf(req),
+        scope === undefined ? '' : (scope(req) ?? ''),
+        wait ? clientGone(res) : undefined,
       )
-      switch (decision.kind) {
-        case 'pass':
-          return next()
-        case 'respond':
-          return sendResponse(res, decision.response)
-        case 'execute':
-          captureResponse(res, decision.execution)
-          req.idempotency = decision.execution.lease
-          return next()
-        default: {
-          const unknown: never = decision
-          throw new TypeError(`unknown decision ${String(unknown)}`)
-        }
+    } catch (error) {
+      next(error)
+      return
+    }
+    // Express 4 does not catch a rejected middleware promise: every fault goes to next().
+    engine.handle(request, route).then((decision) => {
+      try {
+        decide(decision, req, res, next)
+      } catch (error) {
+        next(error)
       }
+    }, next)
+  }
+}
+
+/** Renders the engine's decision, or arms the capture and runs the route. */
+function decide(decision: Decision, req: Request, res: Response, next: NextFunction): void {
+  switch (decision.kind) {
+    case 'pass':
+      next()
+      return
+    case 'respond':
+      sendResponse(res, decision.response)
+      return
+    case 'execute':
+      captureResponse(res, decision.execution)
+      req.idempotency = decision.execution.lease
+      next()
+      return
+    default: {
+      const unknown: never = decision
+      next(new TypeError(`unknown decision ${String(unknown)}`))
     }
   }
 }

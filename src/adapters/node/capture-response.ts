@@ -1,15 +1,51 @@
 /** Captures what a Node `ServerResponse` is sent (the calls, not the events) and sends it only after the engine stored it. */
 import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import type { Execution } from '../../core/engine.js'
+import type { Execution, HandlerOutcome } from '../../core/engine.js'
+import type { HttpResponse } from '../../core/http.js'
 import { sendResponse } from './send-response.js'
 
-type Encoding = BufferEncoding
 type Callback = (error?: Error | null) => void
+/** The methods a capture intercepts. */
+export type ResponseMethods = Pick<ServerResponse, 'writeHead' | 'write' | 'end' | 'flushHeaders'>
+
+const BUFFERING = 0
+const PASSTHROUGH = 1
+const ENDED = 2
+
+/** One response being captured. */
+interface Capture {
+  readonly execution: Execution
+  /** The methods the interceptors hand over to: what the response had before (its own, or its prototype's). */
+  readonly original: ResponseMethods
+  /** Whether the interceptors were set on the response itself, to be put back when it ends. */
+  readonly onInstance: boolean
+  /** Response headers before the route ran (a fresh null-prototype copy): they belong to this request only. */
+  readonly before: OutgoingHttpHeaders
+  state: typeof BUFFERING | typeof PASSTHROUGH | typeof ENDED
+  /** The status `writeHead` was given, if it was called. */
+  status: number | undefined
+  /** The body so far: most responses are one `end(chunk)`, so an array only from the second chunk. */
+  first: Buffer | undefined
+  more: Buffer[] | undefined
+  size: number
+}
+
+/*
+ * Captures are kept beside the responses, not on them: a property added to a response whose prototype was
+ * swapped (Express does that on every request) copies the response's hidden class, ~10 µs a property on the
+ * bench machine, and leaves every later property access on it slower.
+ */
+const captures = new WeakMap<ServerResponse, Capture>()
+/** Interceptors installed on a prototype, by their `end`, with the methods they hand over to. */
+const onPrototypes = new WeakMap<
+  ResponseMethods['end'],
+  { readonly methods: ResponseMethods; readonly original: ResponseMethods }
+>()
 
 function toBuffer(chunk: unknown, encoding: unknown): Buffer {
   if (Buffer.isBuffer(chunk)) return chunk
   if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-  return Buffer.from(String(chunk), typeof encoding === 'string' ? (encoding as Encoding) : 'utf8')
+  return Buffer.from(String(chunk), typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
 }
 
 function sameValue(a: OutgoingHttpHeader | undefined, b: OutgoingHttpHeader | undefined): boolean {
@@ -34,135 +70,246 @@ function applyHeaders(res: ServerResponse, headers: unknown): void {
   }
 }
 
+function keep(capture: Capture, buffer: Buffer): void {
+  if (capture.first === undefined) capture.first = buffer
+  else if (capture.more === undefined) capture.more = [buffer]
+  else capture.more.push(buffer)
+  capture.size += buffer.byteLength
+}
+
+function kept(capture: Capture): Buffer {
+  const { first, more } = capture
+  if (first === undefined) return Buffer.alloc(0)
+  if (more === undefined) return first
+  return Buffer.concat([first, ...more], capture.size)
+}
+
+/** Ends the capture: the methods the response had are its own again. */
+function release(res: ServerResponse, capture: Capture): void {
+  capture.state = ENDED
+  if (!capture.onInstance) {
+    // Later calls reach the prototype's interceptors, which hand them over when no capture is left.
+    captures.delete(res)
+    return
+  }
+  // Kept as ended: a stale reference to an interceptor still finds it, and is ignored.
+  const { original } = capture
+  res.writeHead = original.writeHead
+  res.write = original.write
+  res.end = original.end
+  res.flushHeaders = original.flushHeaders
+}
+
+/** Headers the route set or changed after the middleware ran, in order, one pair per value. */
+function routeHeaders(res: ServerResponse, before: OutgoingHttpHeaders): Array<[string, string]> {
+  const pairs: Array<[string, string]> = []
+  const headers = res.getHeaders()
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || sameValue(value, before[name])) continue
+    if (Array.isArray(value)) for (const v of value) pairs.push([name, String(v)])
+    else pairs.push([name, String(value)])
+  }
+  return pairs
+}
+
+/** Too large or streamed: send what we have, let the rest flow, and keep only the status. */
+function passThrough(res: ServerResponse, capture: Capture): void {
+  capture.state = PASSTHROUGH
+  if (capture.status !== undefined) res.statusCode = capture.status
+  ;(capture.original.writeHead as (code: number) => ServerResponse).call(res, res.statusCode)
+  const write = capture.original.write as (chunk: Buffer) => boolean
+  if (capture.first !== undefined) write.call(res, capture.first)
+  if (capture.more !== undefined) for (const chunk of capture.more) write.call(res, chunk)
+  capture.first = undefined
+  capture.more = undefined
+}
+
+function isStream(res: ServerResponse): boolean {
+  const type = res.getHeader('content-type')
+  return typeof type === 'string' && type.startsWith('text/event-stream')
+}
+
+function writeHead(res: ServerResponse, capture: Capture, code: number, reasonOrHeaders: unknown, headers: unknown) {
+  capture.status = code
+  if (typeof reasonOrHeaders === 'string') {
+    res.statusMessage = reasonOrHeaders
+    applyHeaders(res, headers)
+  } else {
+    applyHeaders(res, reasonOrHeaders)
+  }
+  if (isStream(res)) passThrough(res, capture)
+  return res
+}
+
+function write(res: ServerResponse, capture: Capture, chunk: unknown, encoding: unknown, callback: unknown): boolean {
+  if (isStream(res)) {
+    passThrough(res, capture)
+    return (capture.original.write as (...args: unknown[]) => boolean).call(res, chunk, encoding, callback)
+  }
+  keep(capture, toBuffer(chunk, encoding))
+  if (capture.size > capture.execution.maxResponseBytes) passThrough(res, capture)
+  const cb = typeof encoding === 'function' ? encoding : callback
+  if (typeof cb === 'function') queueMicrotask(() => (cb as Callback)())
+  return true
+}
+
+function end(res: ServerResponse, capture: Capture, chunk: unknown, encoding: unknown, callback: unknown) {
+  let cb: Callback | undefined
+  let data = chunk
+  let enc = encoding
+  if (typeof chunk === 'function') {
+    cb = chunk as Callback
+    data = undefined
+    enc = undefined
+  } else if (typeof encoding === 'function') {
+    cb = encoding as Callback
+    enc = undefined
+  } else if (typeof callback === 'function') {
+    cb = callback as Callback
+  }
+  const { execution } = capture
+  if (capture.state === PASSTHROUGH) {
+    release(res, capture)
+    ;(capture.original.end as (...args: unknown[]) => ServerResponse).call(res, data, enc, cb)
+    void execution.finish({ kind: 'unreplayable', status: res.statusCode })
+    return res
+  }
+  if (data !== undefined && data !== null) keep(capture, toBuffer(data, enc))
+  release(res, capture)
+  const status = capture.status ?? res.statusCode
+  const body = kept(capture)
+  capture.first = undefined
+  capture.more = undefined
+  if (capture.size > execution.maxResponseBytes) {
+    // Ended in one call larger than the limit: it is sent as it came, and kept as unreplayable.
+    res.statusCode = status
+    res.end(body, cb)
+    void execution.finish({ kind: 'unreplayable', status })
+    return res
+  }
+  const outcome = { kind: 'response', status, headers: routeHeaders(res, capture.before), body } as const
+  void execution.finish(outcome).then((replacement) => sendCaptured(res, capture.before, outcome, replacement, cb))
+  return res
+}
+
+/** Once the engine stored (or refused) the captured response: send it, or what the engine answers instead. */
+function sendCaptured(
+  res: ServerResponse,
+  before: OutgoingHttpHeaders,
+  outcome: HandlerOutcome & { kind: 'response' },
+  replacement: HttpResponse | null,
+  cb: Callback | undefined,
+): void {
+  if (replacement !== null) {
+    // What the route set describes a response we will not send.
+    for (const name of res.getHeaderNames()) if (!(name in before)) res.removeHeader(name)
+    sendResponse(res, replacement)
+  } else {
+    res.statusCode = outcome.status
+    // The body goes out whole with its length: a framing the route chose for a stream would contradict it.
+    if (res.hasHeader('transfer-encoding')) res.removeHeader('transfer-encoding')
+    if (res.hasHeader('trailer')) res.removeHeader('trailer')
+    res.setHeader('content-length', outcome.body.byteLength)
+    res.end(outcome.body)
+  }
+  cb?.()
+}
+
 /**
- * Wraps `writeHead`, `write`, `end` and `flushHeaders` on `res`. Hooking the calls rather than `finish` matters:
- * `finish` never fires on a destroyed socket, and the result must be stored whatever the client did (P12).
+ * The four interceptors. On a prototype (`fallback`: the methods it had), they act only for captures that were
+ * not set on the response itself; on a response, its capture's original methods are the fallback.
+ */
+function interceptors(fallback: ResponseMethods | undefined): ResponseMethods {
+  const mine = (capture: Capture | undefined): capture is Capture =>
+    capture !== undefined && capture.onInstance === (fallback === undefined)
+  /** The methods to hand a call over to; undefined for an instance interceptor that lost its capture. */
+  const originalOf = (capture: Capture | undefined) => fallback ?? capture?.original
+  return {
+    writeHead: function writeHead_(this: ServerResponse, code: number, reasonOrHeaders?: unknown, headers?: unknown) {
+      const capture = captures.get(this)
+      if (mine(capture) && capture.state === BUFFERING) return writeHead(this, capture, code, reasonOrHeaders, headers)
+      const original = originalOf(capture)?.writeHead as ((...args: unknown[]) => ServerResponse) | undefined
+      return original === undefined ? this : original.call(this, code, reasonOrHeaders, headers)
+    } as ServerResponse['writeHead'],
+    write: function write_(this: ServerResponse, chunk: unknown, encoding?: unknown, callback?: unknown) {
+      const capture = captures.get(this)
+      if (mine(capture) && capture.state === BUFFERING) return write(this, capture, chunk, encoding, callback)
+      if (mine(capture) && capture.state === ENDED) return false
+      const original = originalOf(capture)?.write as ((...args: unknown[]) => boolean) | undefined
+      return original === undefined ? false : original.call(this, chunk, encoding, callback)
+    } as ServerResponse['write'],
+    end: function end_(this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) {
+      const capture = captures.get(this)
+      if (mine(capture)) return capture.state === ENDED ? this : end(this, capture, chunk, encoding, callback)
+      const original = originalOf(capture)?.end as ((...args: unknown[]) => ServerResponse) | undefined
+      return original === undefined ? this : original.call(this, chunk, encoding, callback)
+    } as ServerResponse['end'],
+    flushHeaders: function flushHeaders_(this: ServerResponse) {
+      const capture = captures.get(this)
+      if (mine(capture) && capture.state === BUFFERING) passThrough(this, capture)
+      originalOf(capture)?.flushHeaders.call(this)
+    },
+  }
+}
+
+/** Set on the response itself when its methods are not a prototype's interceptors. */
+const onInstance = interceptors(undefined)
+
+/**
+ * Installs the interceptors once on a prototype of responses (Express's `express.response`), so that capturing
+ * one of its responses adds nothing to the response object. A response whose methods do not come from there
+ * (a middleware replaced one on the response, or a prototype between overrides one) is captured on itself.
+ */
+export function interceptOnPrototype(prototype: ResponseMethods): void {
+  if (onPrototypes.has(prototype.end)) return
+  const original: ResponseMethods = {
+    writeHead: prototype.writeHead,
+    write: prototype.write,
+    end: prototype.end,
+    flushHeaders: prototype.flushHeaders,
+  }
+  const methods = interceptors(original)
+  onPrototypes.set(methods.end, { methods, original })
+  prototype.writeHead = methods.writeHead
+  prototype.write = methods.write
+  prototype.end = methods.end
+  prototype.flushHeaders = methods.flushHeaders
+}
+
+/**
+ * Intercepts `writeHead`, `write`, `end` and `flushHeaders` of `res`. Hooking the calls rather than `finish`
+ * matters: `finish` never fires on a destroyed socket, and the result must be stored whatever the client did (P12).
  */
 export function captureResponse(res: ServerResponse, execution: Execution): void {
-  const before = new Map(Object.entries(res.getHeaders()))
+  const before = res.getHeaders()
   for (const [name, value] of execution.headers) res.setHeader(name, value)
-
-  const original = {
+  const current: ResponseMethods = {
     writeHead: res.writeHead,
     write: res.write,
     end: res.end,
     flushHeaders: res.flushHeaders,
   }
-  let state: 'buffering' | 'passthrough' | 'ended' = 'buffering'
-  let status: number | undefined
-  const chunks: Buffer[] = []
-  let size = 0
-
-  function restore(keepEnd: boolean) {
-    res.writeHead = original.writeHead
-    res.write = original.write
-    res.flushHeaders = original.flushHeaders
-    if (!keepEnd) res.end = original.end
-  }
-
-  /** Headers the route set or changed after the middleware ran, in order, one pair per value. */
-  function routeHeaders(): Array<[string, string]> {
-    const pairs: Array<[string, string]> = []
-    for (const name of res.getHeaderNames()) {
-      const value = res.getHeader(name)
-      if (value === undefined || sameValue(value, before.get(name))) continue
-      for (const v of Array.isArray(value) ? value : [value]) pairs.push([name, String(v)])
-    }
-    return pairs
-  }
-
-  /** Too large or streamed: send what we have, let the rest flow, and keep only the status. */
-  function passThrough() {
-    state = 'passthrough'
-    restore(true)
-    if (status !== undefined) res.statusCode = status
-    ;(original.writeHead as (code: number) => ServerResponse).call(res, res.statusCode)
-    for (const chunk of chunks) (original.write as (chunk: Buffer) => boolean).call(res, chunk)
-    chunks.length = 0
-  }
-
-  function isStream(): boolean {
-    return String(res.getHeader('content-type') ?? '').startsWith('text/event-stream')
-  }
-
-  res.writeHead = function writeHead(this: ServerResponse, code: number, ...rest: unknown[]) {
-    status = code
-    const [reasonOrHeaders, maybeHeaders] = rest
-    if (typeof reasonOrHeaders === 'string') {
-      res.statusMessage = reasonOrHeaders
-      applyHeaders(res, maybeHeaders)
-    } else {
-      applyHeaders(res, reasonOrHeaders)
-    }
-    if (state === 'buffering' && isStream()) passThrough()
-    return res
-  } as ServerResponse['writeHead']
-
-  res.flushHeaders = function flushHeaders() {
-    if (state === 'buffering') passThrough()
-    original.flushHeaders.call(res)
-  }
-
-  res.write = function write(chunk: unknown, encoding?: unknown, callback?: unknown) {
-    if (state !== 'buffering') return false
-    if (isStream()) {
-      passThrough()
-      return (original.write as (...args: unknown[]) => boolean).call(res, chunk, encoding, callback)
-    }
-    const buffer = toBuffer(chunk, encoding)
-    chunks.push(buffer)
-    size += buffer.byteLength
-    if (size > execution.maxResponseBytes) passThrough()
-    const cb = typeof encoding === 'function' ? encoding : callback
-    if (typeof cb === 'function') queueMicrotask(() => (cb as Callback)())
-    return true
-  } as ServerResponse['write']
-
-  res.end = function end(chunk?: unknown, encoding?: unknown, callback?: unknown) {
-    const cb = [chunk, encoding, callback].find((a) => typeof a === 'function') as Callback | undefined
-    const data = typeof chunk === 'function' ? undefined : chunk
-    const enc = typeof encoding === 'function' ? undefined : encoding
-    if (state === 'ended') return res
-    if (state === 'passthrough') {
-      state = 'ended'
-      res.end = original.end
-      ;(original.end as (...args: unknown[]) => ServerResponse).call(res, data, enc, cb)
-      void execution.finish({ kind: 'unreplayable', status: res.statusCode })
-      return res
-    }
-    if (data !== undefined && data !== null) {
-      const buffer = toBuffer(data, enc)
-      chunks.push(buffer)
-      size += buffer.byteLength
-    }
-    state = 'ended'
-    restore(false)
-    const finalStatus = status ?? res.statusCode
-    if (size > execution.maxResponseBytes) {
-      // Ended in one call larger than the limit: it is sent as it came, and kept as unreplayable.
-      res.statusCode = finalStatus
-      res.end(Buffer.concat(chunks), cb)
-      void execution.finish({ kind: 'unreplayable', status: finalStatus })
-      return res
-    }
-    const body = Buffer.concat(chunks, size)
-    void execution
-      .finish({ kind: 'response', status: finalStatus, headers: routeHeaders(), body })
-      .then((replacement) => {
-        if (replacement !== null) {
-          // What the route set describes a response we will not send.
-          for (const name of res.getHeaderNames()) if (!before.has(name)) res.removeHeader(name)
-          sendResponse(res, replacement)
-        } else {
-          res.statusCode = finalStatus
-          // The body goes out whole with its length: a framing the route chose for a stream would contradict it.
-          res.removeHeader('transfer-encoding')
-          res.removeHeader('trailer')
-          res.setHeader('content-length', body.byteLength)
-          res.end(body)
-        }
-        cb?.()
-      })
-    return res
-  } as ServerResponse['end']
+  const installed = onPrototypes.get(current.end)
+  const inherited =
+    installed !== undefined &&
+    current.writeHead === installed.methods.writeHead &&
+    current.write === installed.methods.write &&
+    current.flushHeaders === installed.methods.flushHeaders
+  captures.set(res, {
+    execution,
+    original: inherited ? installed.original : current,
+    onInstance: !inherited,
+    before,
+    state: BUFFERING,
+    status: undefined,
+    first: undefined,
+    more: undefined,
+    size: 0,
+  })
+  if (inherited) return
+  res.writeHead = onInstance.writeHead
+  res.write = onInstance.write
+  res.end = onInstance.end
+  res.flushHeaders = onInstance.flushHeaders
 }
