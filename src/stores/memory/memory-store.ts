@@ -58,8 +58,8 @@ class MemoryRecord {
     readonly takeover: boolean,
     readonly leaseDeadline: number,
     readonly expiresAt: number,
-    /** The store's own copy, set once completed: frozen headers, body bytes no caller holds. */
-    readonly response: StoredResponse | null,
+    /** The store's own copy, set once completed. */
+    readonly response: KeptResponse | null,
     /** This record's share of `maxBytes`. */
     readonly bytes: number,
   ) {}
@@ -103,7 +103,7 @@ export class MemoryStore implements Store {
     const plan = planBegin(record ?? null, input, now)
     if (plan.kind === 'answer') {
       const { result } = plan
-      return result.kind === 'replay' ? { kind: 'replay', response: handOut(result.response) } : result
+      return result.kind === 'replay' ? { kind: 'replay', response: handOut(record?.response ?? null) } : result
     }
     const limited = record === undefined && this.maxRecordsPerScope !== undefined
     if (limited) {
@@ -141,7 +141,7 @@ export class MemoryStore implements Store {
     const plan = planWrite('complete', this.read(input.key, now) ?? null, input.token)
     if (plan.kind === 'answer') return plan.result
     const { record } = plan
-    const response = this.keep(input.response)
+    const response = new KeptResponse(input.response, this.bodies)
     this.write(
       now,
       record,
@@ -315,37 +315,72 @@ export class MemoryStore implements Store {
     for (const key of held) first = Math.min(first, this.records.get(key)?.expiresAt ?? first)
     return { kind: 'scope_full', retryAfterMs: Math.max(0, first - now) }
   }
-
-  /** The store's own copy of a response: callers may reuse or mutate their arrays and buffers. */
-  private keep(response: StoredResponse): StoredResponse {
-    const headers: Array<readonly [string, string]> = []
-    for (const [name, value] of response.headers) headers.push([name, value])
-    return {
-      status: response.status,
-      headers,
-      body: this.bodies.copy(response.body),
-      replayable: response.replayable,
-    }
-  }
 }
 
 /**
- * What a caller gets of a stored response: the headers frozen (on the first hand-out, so a response never
- * replayed never pays for it), the same arrays every time since nobody can change them, and a copy of the body,
- * which is theirs to reuse or mutate.
+ * The store's own copy of a response, in as few objects as it can be: the headers as one flat list of names and
+ * values, the body as a range of a slab. Callers may reuse or mutate what they passed in.
  */
-function handOut(response: StoredResponse): StoredResponse {
-  const { headers } = response
-  if (!Object.isFrozen(headers)) {
-    for (const header of headers) Object.freeze(header)
-    Object.freeze(headers)
+class KeptResponse implements StoredResponse {
+  readonly status: number
+  readonly replayable: boolean
+  /** Name, value, name, value… */
+  readonly #flat: string[]
+  #frozen: ReadonlyArray<readonly [string, string]> | undefined
+  readonly #slab: Uint8Array
+  readonly #at: number
+  readonly #length: number
+
+  constructor(response: StoredResponse, bodies: BodySlabs) {
+    this.status = response.status
+    this.replayable = response.replayable
+    const flat: string[] = []
+    for (const [name, value] of response.headers) flat.push(name, value)
+    this.#flat = flat
+    const { body } = response
+    this.#length = body.byteLength
+    this.#slab = bodies.place(body)
+    this.#at = bodies.placedAt
   }
-  return {
-    status: response.status,
-    headers,
-    body: new Uint8Array(response.body),
-    replayable: response.replayable,
+
+  /**
+   * Frozen on the first hand-out (a response never replayed never pays for it); the same arrays every time after,
+   * since nobody can change them.
+   */
+  get headers(): ReadonlyArray<readonly [string, string]> {
+    if (this.#frozen === undefined) {
+      const flat = this.#flat
+      const headers: Array<readonly [string, string]> = []
+      for (let i = 0; i < flat.length; i += 2) headers.push(Object.freeze([flat[i] as string, flat[i + 1] as string]))
+      this.#frozen = Object.freeze(headers)
+    }
+    return this.#frozen
   }
+
+  /** A fresh copy of the body, the caller's to reuse or mutate. */
+  get body(): Uint8Array {
+    const length = this.#length
+    const copy = new Uint8Array(length)
+    const slab = this.#slab
+    const at = this.#at
+    if (length <= 256) for (let i = 0; i < length; i++) copy[i] = slab[at + i] as number
+    else copy.set(slab.subarray(at, at + length))
+    return copy
+  }
+
+  /** This response's share of `maxBytes`. */
+  get size(): number {
+    let bytes = this.#length
+    const flat = this.#flat
+    for (let i = 0; i < flat.length; i += 2) bytes += (flat[i] as string).length + (flat[i + 1] as string).length + 32
+    return bytes
+  }
+}
+
+/** What a caller gets of a stored response: a new object, frozen headers and a body of its own. */
+function handOut(response: KeptResponse | null): StoredResponse {
+  if (response === null) throw new TypeError('a completed record without a response')
+  return { status: response.status, headers: response.headers, body: response.body, replayable: response.replayable }
 }
 
 /** Bodies up to this size share slabs; larger ones get a buffer of their own. */
@@ -355,34 +390,38 @@ const EMPTY = new Uint8Array(0)
 
 /**
  * Copies of small bodies, packed into shared slabs: a buffer per stored body costs the garbage collector far more
- * than the copy (the memory store keeps every body for a day). A slab is freed once all its bodies are; views into
- * it never leave the store (`handOut` copies).
+ * than the copy (the memory store keeps every body for a day). A slab is freed once all its bodies are; no view
+ * into it leaves the store (a hand-out copies).
  */
 class BodySlabs {
   #slab = EMPTY
   #at = 0
+  /** Where in the slab `place` returned the body starts. */
+  placedAt = 0
 
-  copy(body: Uint8Array): Uint8Array {
+  /** Copies `body` into a slab (or a buffer of its own when large) and returns that; it starts at `placedAt`. */
+  place(body: Uint8Array): Uint8Array {
     const length = body.byteLength
+    this.placedAt = 0
     if (length === 0) return EMPTY
     if (length > SLAB_MAX_BODY) return new Uint8Array(body)
     if (this.#at + length > this.#slab.byteLength) {
       this.#slab = new Uint8Array(SLAB_BYTES)
       this.#at = 0
     }
-    const view = this.#slab.subarray(this.#at, this.#at + length)
-    view.set(body)
-    this.#at += length
-    return view
+    const slab = this.#slab
+    const at = this.#at
+    if (length <= 256) for (let i = 0; i < length; i++) slab[at + i] = body[i] as number
+    else slab.set(body, at)
+    this.#at = at + length
+    this.placedAt = at
+    return slab
   }
 }
 
-function sizeOf(key: string, fingerprint: string, token: string, response: StoredResponse | null): number {
-  let bytes = RECORD_OVERHEAD_BYTES + key.length + fingerprint.length + token.length
-  if (response === null) return bytes
-  bytes += response.body.byteLength
-  for (const [name, value] of response.headers) bytes += name.length + value.length + 32
-  return bytes
+function sizeOf(key: string, fingerprint: string, token: string, response: KeptResponse | null): number {
+  const bytes = RECORD_OVERHEAD_BYTES + key.length + fingerprint.length + token.length
+  return response === null ? bytes : bytes + response.size
 }
 
 function positiveInteger(name: string, value: number): number {
