@@ -38,8 +38,8 @@ const RECORD_OVERHEAD_BYTES = 256
 const SWEEP_PER_WRITE = 16
 
 /**
- * One record. A write replaces it with a new one (never changes it), taking over its place in the expiry heap;
- * `heapIndex` is the only field that moves.
+ * One record. A write replaces it with a new one that takes over its place in the expiry heap, except `complete`,
+ * which completes it in place (one object per key instead of two: the memory store keeps every record a day).
  */
 class MemoryRecord {
   /** The record format this code reads and writes. */
@@ -50,18 +50,18 @@ class MemoryRecord {
     readonly key: string,
     /** The hashed scope that created the record. */
     readonly scope: string,
-    readonly state: RecordState,
+    public state: RecordState,
     readonly fence: number,
     readonly fingerprint: string,
     readonly token: string,
     /** Whether the acquisition that made `token` the owner was a takeover, to answer a repeated begin alike. */
     readonly takeover: boolean,
     readonly leaseDeadline: number,
-    readonly expiresAt: number,
+    public expiresAt: number,
     /** The store's own copy, set once completed. */
-    readonly response: KeptResponse | null,
+    public response: KeptResponse | null,
     /** This record's share of `maxBytes`. */
-    readonly bytes: number,
+    public bytes: number,
   ) {}
 }
 
@@ -142,23 +142,15 @@ export class MemoryStore implements Store {
     if (plan.kind === 'answer') return plan.result
     const { record } = plan
     const response = new KeptResponse(input.response, this.bodies)
-    this.write(
-      now,
-      record,
-      new MemoryRecord(
-        record.key,
-        record.scope,
-        'completed',
-        record.fence,
-        record.fingerprint,
-        record.token,
-        record.takeover,
-        record.leaseDeadline,
-        now + input.retentionMs,
-        response,
-        sizeOf(record.key, record.fingerprint, record.token, response),
-      ),
-    )
+    const bytes = sizeOf(record.key, record.fingerprint, record.token, response)
+    this.makeRoom(now, 0, bytes - record.bytes)
+    const previousExpiry = record.expiresAt
+    record.state = 'completed'
+    record.response = response
+    record.expiresAt = now + input.retentionMs
+    this.bytes += bytes - record.bytes
+    record.bytes = bytes
+    this.resift(record, previousExpiry)
     return true
   }
 
@@ -257,11 +249,9 @@ export class MemoryStore implements Store {
     return this.records.size + addedRecords > this.maxRecords || this.bytes + addedBytes > this.maxBytes
   }
 
-  /** Replaces `previous` (or nothing) with `next`, after making room; throws 'full' rather than evict. */
-  private write(now: number, previous: MemoryRecord | undefined, next: MemoryRecord): void {
-    const addedRecords = previous === undefined ? 1 : 0
-    const addedBytes = next.bytes - (previous?.bytes ?? 0)
-    // `previous` is live, so the sweep cannot drop it: it only takes records already past expiry.
+  /** Drops expired records, enough of them to fit what a write adds; throws 'full' rather than evict. */
+  private makeRoom(now: number, addedRecords: number, addedBytes: number): void {
+    // The record being written is live, so the sweep cannot drop it: it only takes records already past expiry.
     let budget = SWEEP_PER_WRITE
     for (let top = this.expiries[0]; top !== undefined && top.expiresAt <= now; top = this.expiries[0]) {
       if (budget <= 0 && !this.overfull(addedRecords, addedBytes)) break
@@ -275,6 +265,12 @@ export class MemoryStore implements Store {
           `${this.bytes} bytes of ${this.maxBytes}, none expired`,
       )
     }
+  }
+
+  /** Replaces `previous` (or nothing) with `next`, after making room; throws 'full' rather than evict. */
+  private write(now: number, previous: MemoryRecord | undefined, next: MemoryRecord): void {
+    const addedBytes = next.bytes - (previous?.bytes ?? 0)
+    this.makeRoom(now, previous === undefined ? 1 : 0, addedBytes)
     this.records.set(next.key, next)
     this.bytes += addedBytes
     const heap = this.expiries
@@ -288,9 +284,14 @@ export class MemoryStore implements Store {
       previous.heapIndex = -1
       next.heapIndex = at
       heap[at] = next
-      if (next.expiresAt < previous.expiresAt) siftUp(heap, at)
-      else siftDown(heap, at)
+      this.resift(next, previous.expiresAt)
     }
+  }
+
+  /** Moves a record whose expiry changed from `previousExpiry` to where it now belongs in the heap. */
+  private resift(record: MemoryRecord, previousExpiry: number): void {
+    if (record.expiresAt < previousExpiry) siftUp(this.expiries, record.heapIndex)
+    else siftDown(this.expiries, record.heapIndex)
   }
 
   private drop(record: MemoryRecord): void {
