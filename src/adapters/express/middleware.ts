@@ -11,7 +11,7 @@ import { createIdempotency } from '../../create-idempotency.js'
 import { captureResponse, interceptOnPrototype, type ResponseMethods } from '../node/capture-response.js'
 import { NodeEngineRequest } from '../node/engine-request.js'
 import { sendResponse } from '../node/send-response.js'
-import { RAW_BODY } from './raw-body.js'
+import { HANDLED, type Kept, keepBesideRequests, RAW_BODY } from './request-state.js'
 
 declare global {
   namespace Express {
@@ -29,14 +29,12 @@ export type ExpressIdempotencyOptions = (IdempotencyOptions | { readonly engine:
     readonly scope?: (req: Request) => string | undefined
   }
 
-const HANDLED = Symbol.for('idempotency-kit.handled')
-
 function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 }
 
 function bodyOf(req: Request): FingerprintBody {
-  const raw = (req as unknown as Record<symbol, Buffer | undefined>)[RAW_BODY]
+  const raw = (req as Kept)[RAW_BODY]
   if (raw !== undefined) return { kind: 'raw', bytes: raw }
   if (!hasBody(req)) return { kind: 'none' }
   // Fallback: a parsed JSON value (big numbers may already have collapsed; prefer json() from this module).
@@ -72,11 +70,12 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
   // Every app's responses inherit from express.response: intercepting there captures a response without adding
   // properties to it (see capture-response.ts for why that matters on Express).
   interceptOnPrototype(express.response as unknown as ResponseMethods)
+  keepBesideRequests(express.request)
   // Only a wait needs to know the client left; an AbortController per request costs a DOMException.
   const wait = route.onConflict === 'wait'
 
   return function idempotencyMiddleware(req: Request, res: Response, next: NextFunction): void {
-    const marked = req as unknown as Record<symbol, boolean>
+    const marked = req as Kept
     if (marked[HANDLED]) {
       next()
       return

@@ -4,13 +4,11 @@ import express, { type NextFunction, type Request, type RequestHandler, type Res
 import { isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import { bodyParserProblem } from '../../core/problem.js'
 import { sendResponse } from '../node/send-response.js'
-
-/** Where the raw request bytes are kept on the request. */
-export const RAW_BODY = Symbol.for('idempotency-kit.raw-body')
+import { type Kept, keepBesideRequests, RAW_BODY } from './request-state.js'
 
 /** A `verify` function for any body-parser parser (`express.json`, `express.urlencoded`, …) that keeps the bytes. */
 export function keepRawBody(req: IncomingMessage, _res: ServerResponse, buffer: Buffer): void {
-  ;(req as unknown as Record<symbol, Buffer>)[RAW_BODY] = buffer
+  ;(req as Kept)[RAW_BODY] = buffer
 }
 
 export interface JsonOptions {
@@ -31,6 +29,7 @@ interface ParserError {
  */
 export function json(options: JsonOptions = {}): RequestHandler {
   const parser = express.json({ limit: options.limit ?? '100kb', verify: keepRawBody })
+  keepBesideRequests(express.request)
   return function idempotencyJson(req: Request, res: Response, next: NextFunction): void {
     const contentType = req.headers['content-type']
     const withBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
