@@ -325,23 +325,25 @@ export class MemoryStore implements Store {
 class KeptResponse implements StoredResponse {
   readonly status: number
   readonly replayable: boolean
+  // Plain fields, so what is at rest shows in a dump of the records (the security suite reads one).
   /** Name, value, name, value… */
-  readonly #flat: string[]
-  #frozen: ReadonlyArray<readonly [string, string]> | undefined
-  readonly #slab: Uint8Array
-  readonly #at: number
-  readonly #length: number
+  readonly headerList: string[]
+  private frozen: ReadonlyArray<readonly [string, string]> | undefined
+  /** The body is `slab[bodyAt, bodyAt + bodyLength)`. */
+  readonly slab: Uint8Array
+  readonly bodyAt: number
+  readonly bodyLength: number
 
   constructor(response: StoredResponse, bodies: BodySlabs) {
     this.status = response.status
     this.replayable = response.replayable
     const flat: string[] = []
     for (const [name, value] of response.headers) flat.push(name, value)
-    this.#flat = flat
+    this.headerList = flat
     const { body } = response
-    this.#length = body.byteLength
-    this.#slab = bodies.place(body)
-    this.#at = bodies.placedAt
+    this.bodyLength = body.byteLength
+    this.slab = bodies.place(body)
+    this.bodyAt = bodies.placedAt
   }
 
   /**
@@ -349,21 +351,21 @@ class KeptResponse implements StoredResponse {
    * since nobody can change them.
    */
   get headers(): ReadonlyArray<readonly [string, string]> {
-    if (this.#frozen === undefined) {
-      const flat = this.#flat
+    if (this.frozen === undefined) {
+      const flat = this.headerList
       const headers: Array<readonly [string, string]> = []
       for (let i = 0; i < flat.length; i += 2) headers.push(Object.freeze([flat[i] as string, flat[i + 1] as string]))
-      this.#frozen = Object.freeze(headers)
+      this.frozen = Object.freeze(headers)
     }
-    return this.#frozen
+    return this.frozen
   }
 
   /** A fresh copy of the body, the caller's to reuse or mutate. */
   get body(): Uint8Array {
-    const length = this.#length
+    const length = this.bodyLength
     const copy = new Uint8Array(length)
-    const slab = this.#slab
-    const at = this.#at
+    const slab = this.slab
+    const at = this.bodyAt
     if (length <= 256) for (let i = 0; i < length; i++) copy[i] = slab[at + i] as number
     else copy.set(slab.subarray(at, at + length))
     return copy
@@ -371,8 +373,8 @@ class KeptResponse implements StoredResponse {
 
   /** This response's share of `maxBytes`. */
   get size(): number {
-    let bytes = this.#length
-    const flat = this.#flat
+    let bytes = this.bodyLength
+    const flat = this.headerList
     for (let i = 0; i < flat.length; i += 2) bytes += (flat[i] as string).length + (flat[i + 1] as string).length + 32
     return bytes
   }
