@@ -1,5 +1,7 @@
 // RFC 8785 (JCS) canonical text of a JSON body, from its raw text or, as a fallback, a parsed value.
 
+import { type ByteWriter, giveBack, takeWriter } from './byte-writer.js'
+
 /** The outcome of canonicalizing: the canonical text, or why there is none. */
 export type CanonicalJsonResult =
   | { readonly kind: 'ok'; readonly text: string }
@@ -14,21 +16,6 @@ export interface CanonicalJsonOptions {
 const INVALID: CanonicalJsonResult = { kind: 'invalid' }
 const TOO_DEEP: CanonicalJsonResult = { kind: 'too_deep' }
 
-/**
- * An open array or object. Arrays use `values` only; objects keep each member's name (unescaped, the sort
- * key), its canonical quoted form and its value in three lists of equal length (the name is pushed first).
- */
-class Frame {
-  readonly values: string[] = []
-  readonly names: string[] | undefined
-  readonly quoted: string[] | undefined
-
-  constructor(isObject: boolean) {
-    this.names = isObject ? [] : undefined
-    this.quoted = isObject ? [] : undefined
-  }
-}
-
 function checkOptions(options: CanonicalJsonOptions): void {
   if (!Number.isInteger(options.maxDepth) || options.maxDepth < 0) {
     throw new RangeError(`maxDepth must be a non-negative integer, got ${String(options.maxDepth)}`)
@@ -36,27 +23,213 @@ function checkOptions(options: CanonicalJsonOptions): void {
 }
 
 /**
- * Members sorted by name in UTF-16 code units, as RFC 8785 §3.2.3 requires (`<` compares code units;
- * localeCompare would not). Stable: duplicate names keep their order of appearance. Most objects arrive
- * already sorted or small, so those are checked and insertion-sorted before a general sort is paid for.
+ * Canonicalizes JSON text per RFC 8785 without building objects (so `__proto__` and duplicate names
+ * survive) and without recursion, keeping a number literal verbatim (normalized) when the double lost
+ * its integer part or overflowed.
+ *
+ * @example
+ * canonicalizeJson('{"b":1.0,"a":[2e-3]}', { maxDepth: 64 }) // { kind: 'ok', text: '{"a":[0.002],"b":1}' }
  */
-function closeObject(names: string[], quoted: string[], values: string[]): string {
+export function canonicalizeJson(text: string, options: CanonicalJsonOptions): CanonicalJsonResult {
+  const w = takeWriter()
+  try {
+    const outcome = canonicalizeJsonInto(text, options, w)
+    if (outcome !== 'ok') return outcome === 'invalid' ? INVALID : TOO_DEEP
+    // Lossless: the canonical text holds no lone surrogate (JSON.stringify escapes them).
+    return { kind: 'ok', text: utf8.decode(w.bytes.subarray(w.at - w.written, w.at)) }
+  } finally {
+    giveBack(w)
+  }
+}
+
+const utf8 = new TextDecoder()
+
+/**
+ * An open array or object while its canonical bytes are written. An object keeps each member's name (unescaped,
+ * the sort key) and the range of its `"name":value` bytes, to reorder them when it closes out of order.
+ */
+class Frame {
+  isObject = false
+  sorted = true
+  readonly names: string[] = []
+  readonly starts: number[] = []
+  readonly ends: number[] = []
+
+  reset(isObject: boolean): this {
+    this.isObject = isObject
+    this.sorted = true
+    this.names.length = 0
+    this.starts.length = 0
+    this.ends.length = 0
+    return this
+  }
+}
+
+/** Frames reused between calls (the canonicalizer never calls out, so one set serves); deep ones are let go. */
+const frames: Frame[] = []
+const KEEP_FRAMES = 64
+
+/**
+ * Writes the RFC 8785 canonical UTF-8 bytes of JSON `text` into `w` at its end, the same bytes as
+ * `TextEncoder.encode(canonicalizeJson(text).text)`; sets `w.written` to their length. On 'invalid' or
+ * 'too_deep' what was written is garbage: the caller rewinds.
+ */
+export function canonicalizeJsonInto(
+  text: string,
+  options: CanonicalJsonOptions,
+  w: ByteWriter,
+): 'ok' | 'invalid' | 'too_deep' {
+  checkOptions(options)
+  const begin = w.at
+  try {
+    const outcome = writeCanonical(text, options.maxDepth, w)
+    w.written = w.at - begin
+    return outcome
+  } finally {
+    if (frames.length > KEEP_FRAMES) frames.length = KEEP_FRAMES
+  }
+}
+
+function writeCanonical(text: string, maxDepth: number, w: ByteWriter): 'ok' | 'invalid' | 'too_deep' {
+  let depth = 0
+  let pos = skipWhitespace(text, 0)
+
+  for (;;) {
+    // Write one value; containers open a frame and go back to reading their first value.
+    const c = text.charCodeAt(pos)
+    if (c === 0x22 /* " */) {
+      const end = scanString(text, pos)
+      if (end < 0) return 'invalid'
+      writeString(text, pos, end, w)
+      pos = end
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      const end = scanNumber(text, pos)
+      if (end < 0) return 'invalid'
+      // A plain integer of at most 15 digits is its own canonical form (JSON allows no leading zeros), but -0.
+      const digits = end - pos - (c === 0x2d ? 1 : 0)
+      if (scannedInteger && digits <= 15) {
+        if (c === 0x2d && digits === 1 && text.charCodeAt(pos + 1) === 0x30) w.byte(0x30)
+        else w.ascii(text, pos, end)
+      } else {
+        w.string(canonicalNumber(text.slice(pos, end)))
+      }
+      pos = end
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (depth >= maxDepth) return 'too_deep'
+      pos = skipWhitespace(text, pos + 1)
+      w.byte(c)
+      if (c === 0x5b) {
+        if (text.charCodeAt(pos) === 0x5d) {
+          pos++
+          w.byte(0x5d)
+        } else {
+          frameAt(depth++).reset(false)
+          continue
+        }
+      } else if (text.charCodeAt(pos) === 0x7d) {
+        pos++
+        w.byte(0x7d)
+      } else {
+        pos = writeName(text, pos, frameAt(depth++).reset(true), w)
+        if (pos < 0) return 'invalid'
+        continue
+      }
+    } else if (text.startsWith('true', pos)) {
+      w.ascii(text, pos, pos + 4)
+      pos += 4
+    } else if (text.startsWith('false', pos)) {
+      w.ascii(text, pos, pos + 5)
+      pos += 5
+    } else if (text.startsWith('null', pos)) {
+      w.ascii(text, pos, pos + 4)
+      pos += 4
+    } else {
+      return 'invalid'
+    }
+
+    // The value is written: hand it to its container; close every container that ends here.
+    for (;;) {
+      pos = skipWhitespace(text, pos)
+      if (depth === 0) return pos === text.length ? 'ok' : 'invalid'
+      const frame = frames[depth - 1] as Frame
+      const d = text.charCodeAt(pos)
+      if (!frame.isObject) {
+        if (d === 0x2c /* , */) {
+          w.byte(0x2c)
+          pos = skipWhitespace(text, pos + 1)
+          break
+        }
+        if (d !== 0x5d /* ] */) return 'invalid'
+        pos++
+        depth--
+        w.byte(0x5d)
+      } else {
+        frame.ends.push(w.at)
+        if (d === 0x2c /* , */) {
+          w.byte(0x2c)
+          pos = writeName(text, skipWhitespace(text, pos + 1), frame, w)
+          if (pos < 0) return 'invalid'
+          break
+        }
+        if (d !== 0x7d /* } */) return 'invalid'
+        pos++
+        depth--
+        if (!frame.sorted) reorder(frame, w)
+        w.byte(0x7d)
+      }
+    }
+  }
+}
+
+function frameAt(depth: number): Frame {
+  let frame = frames[depth]
+  if (frame === undefined) {
+    frame = new Frame()
+    frames[depth] = frame
+  }
+  return frame
+}
+
+/**
+ * Reads `"name"` then whitespace, `:` and whitespace, and writes the member's `"name":`; returns where its value
+ * starts, or -1 if malformed.
+ */
+function writeName(text: string, from: number, frame: Frame, w: ByteWriter): number {
+  if (text.charCodeAt(from) !== 0x22) return -1
+  const end = scanString(text, from)
+  if (end < 0) return -1
+  const colon = skipWhitespace(text, end)
+  if (text.charCodeAt(colon) !== 0x3a) return -1
+  const plain = scannedPlain
+  const name = plain ? text.slice(from + 1, end - 1) : (readString(text, from)?.value as string)
+  const names = frame.names
+  if (names.length > 0 && (names[names.length - 1] as string) > name) frame.sorted = false
+  names.push(name)
+  frame.starts.push(w.at)
+  if (plain) w.noSurrogates(text, from, end)
+  else w.string(JSON.stringify(name))
+  w.byte(0x3a)
+  return skipWhitespace(text, colon + 1)
+}
+
+/** Writes the string `scanString` just checked between `from` and `end` in its canonical form. */
+function writeString(text: string, from: number, end: number, w: ByteWriter): void {
+  if (scannedPlain) w.noSurrogates(text, from, end)
+  else w.string(JSON.stringify(readString(text, from)?.value))
+}
+
+/** Scratch for reordering an object's members; kept up to this size. */
+let scratch = new Uint8Array(1024)
+const KEEP_SCRATCH = 64 * 1024
+
+/**
+ * Rewrites an object's members, written in order of appearance, sorted by name in UTF-16 code units as RFC 8785
+ * §3.2.3 requires (`<` compares code units; localeCompare would not). Stable: duplicate names keep their order of
+ * appearance. The bytes only move: the object's length does not change.
+ */
+function reorder(frame: Frame, w: ByteWriter): void {
+  const { names, starts, ends } = frame
   const n = names.length
-  let sorted = true
-  for (let i = 1; i < n; i++) {
-    if ((names[i - 1] as string) > (names[i] as string)) {
-      sorted = false
-      break
-    }
-  }
-  let text = '{'
-  if (sorted) {
-    for (let i = 0; i < n; i++) {
-      if (i > 0) text += ','
-      text += `${quoted[i] as string}:${values[i] as string}`
-    }
-    return `${text}}`
-  }
   const order = new Array<number>(n)
   for (let i = 0; i < n; i++) order[i] = i
   if (n <= 16) {
@@ -77,109 +250,21 @@ function closeObject(names: string[], quoted: string[], values: string[]): strin
       return x < y ? -1 : x > y ? 1 : a - b
     })
   }
+  const base = starts[0] as number
+  const length = (ends[n - 1] as number) - base
+  if (scratch.length < length) scratch = new Uint8Array(Math.max(length, scratch.length * 2))
+  const bytes = w.bytes
+  scratch.set(bytes.subarray(base, base + length))
+  let at = base
   for (let i = 0; i < n; i++) {
-    const at = order[i] as number
-    if (i > 0) text += ','
-    text += `${quoted[at] as string}:${values[at] as string}`
+    const m = order[i] as number
+    if (i > 0) bytes[at++] = 0x2c
+    const from = (starts[m] as number) - base
+    const to = (ends[m] as number) - base
+    bytes.set(scratch.subarray(from, to), at)
+    at += to - from
   }
-  return `${text}}`
-}
-
-/**
- * Canonicalizes JSON text per RFC 8785 without building objects (so `__proto__` and duplicate names
- * survive) and without recursion, keeping a number literal verbatim (normalized) when the double lost
- * its integer part or overflowed.
- *
- * @example
- * canonicalizeJson('{"b":1.0,"a":[2e-3]}', { maxDepth: 64 }) // { kind: 'ok', text: '{"a":[0.002],"b":1}' }
- */
-export function canonicalizeJson(text: string, options: CanonicalJsonOptions): CanonicalJsonResult {
-  checkOptions(options)
-  const stack: Frame[] = []
-  let pos = skipWhitespace(text, 0)
-
-  for (;;) {
-    // Read one value; containers push a frame and go back to reading their first value.
-    let value: string
-    const c = text.charCodeAt(pos)
-    if (c === 0x22 /* " */) {
-      const end = scanString(text, pos)
-      if (end < 0) return INVALID
-      value = canonicalString(text, pos, end)
-      pos = end
-    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
-      const end = scanNumber(text, pos)
-      if (end < 0) return INVALID
-      // A plain integer of at most 15 digits is its own canonical form (JSON allows no leading zeros), but -0.
-      const digits = end - pos - (c === 0x2d ? 1 : 0)
-      value = scannedInteger && digits <= 15 ? text.slice(pos, end) : canonicalNumber(text.slice(pos, end))
-      if (value === '-0') value = '0'
-      pos = end
-    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
-      if (stack.length >= options.maxDepth) return TOO_DEEP
-      pos = skipWhitespace(text, pos + 1)
-      if (c === 0x5b) {
-        if (text.charCodeAt(pos) === 0x5d) {
-          pos++
-          value = '[]'
-        } else {
-          stack.push(new Frame(false))
-          continue
-        }
-      } else if (text.charCodeAt(pos) === 0x7d) {
-        pos++
-        value = '{}'
-      } else {
-        const frame = new Frame(true)
-        pos = readName(text, pos, frame)
-        if (pos < 0) return INVALID
-        stack.push(frame)
-        continue
-      }
-    } else if (text.startsWith('true', pos)) {
-      value = 'true'
-      pos += 4
-    } else if (text.startsWith('false', pos)) {
-      value = 'false'
-      pos += 5
-    } else if (text.startsWith('null', pos)) {
-      value = 'null'
-      pos += 4
-    } else {
-      return INVALID
-    }
-
-    // Hand the value to its container; close every container that ends here.
-    for (;;) {
-      pos = skipWhitespace(text, pos)
-      const frame = stack[stack.length - 1]
-      if (frame === undefined) {
-        return pos === text.length ? { kind: 'ok', text: value } : INVALID
-      }
-      const d = text.charCodeAt(pos)
-      frame.values.push(value)
-      if (frame.names === undefined) {
-        if (d === 0x2c /* , */) {
-          pos = skipWhitespace(text, pos + 1)
-          break
-        }
-        if (d !== 0x5d /* ] */) return INVALID
-        pos++
-        stack.pop()
-        value = `[${frame.values.join(',')}]`
-      } else {
-        if (d === 0x2c /* , */) {
-          pos = readName(text, skipWhitespace(text, pos + 1), frame)
-          if (pos < 0) return INVALID
-          break
-        }
-        if (d !== 0x7d /* } */) return INVALID
-        pos++
-        stack.pop()
-        value = closeObject(frame.names, frame.quoted as string[], frame.values)
-      }
-    }
-  }
+  if (scratch.length > KEEP_SCRATCH) scratch = new Uint8Array(1024)
 }
 
 /** JSON whitespace (RFC 8259 §2): space, tab, line feed, carriage return. */
@@ -242,28 +327,6 @@ function scanString(text: string, from: number): number {
 
 const isHexDigit = (c: number): boolean =>
   (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) || (c >= 0x41 && c <= 0x46)
-
-/** The canonical form of the string `scanString` just checked between `from` and `end`. */
-function canonicalString(text: string, from: number, end: number): string {
-  if (scannedPlain) return text.slice(from, end)
-  return JSON.stringify(readString(text, from)?.value)
-}
-
-/**
- * Reads `"name"` then whitespace, `:` and whitespace into `frame`; returns where the member's value starts,
- * or -1 if malformed.
- */
-function readName(text: string, from: number, frame: Frame): number {
-  if (text.charCodeAt(from) !== 0x22) return -1
-  const end = scanString(text, from)
-  if (end < 0) return -1
-  const colon = skipWhitespace(text, end)
-  if (text.charCodeAt(colon) !== 0x3a) return -1
-  const name = scannedPlain ? text.slice(from + 1, end - 1) : (readString(text, from)?.value as string)
-  ;(frame.names as string[]).push(name)
-  ;(frame.quoted as string[]).push(scannedPlain ? text.slice(from, end) : JSON.stringify(name))
-  return skipWhitespace(text, colon + 1)
-}
 
 const SIMPLE_ESCAPES: Readonly<Record<string, string>> = {
   '"': '"',

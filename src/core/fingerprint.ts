@@ -1,6 +1,7 @@
 // The versioned request fingerprint: SHA-256 over method, URL, media type, canonical body and headers.
 
-import { canonicalizeJson, canonicalizeValue } from './canonical-json.js'
+import { giveBack, takeWriter } from './byte-writer.js'
+import { canonicalizeJsonInto, canonicalizeValue } from './canonical-json.js'
 
 /** A synchronous SHA-256, injected so the core needs no `node:` module. */
 export type Sha256 = (data: Uint8Array) => Uint8Array
@@ -111,42 +112,13 @@ export function fingerprintRequestHex(
   sha256Hex: Sha256Hex,
   options: FingerprintOptions = DEFAULT_OPTIONS,
 ): FingerprintResult {
-  // The body first: a body that cannot be fingerprinted ends here, before anything is written.
-  let tag: string
-  let text: string | undefined
-  let bytes: Uint8Array | undefined
+  // A parsed body first: one that cannot be fingerprinted ends here, before anything is written.
   const body = input.body
-  switch (body.kind) {
-    case 'none':
-      tag = 'none'
-      break
-    case 'parsed': {
-      const canonical = canonicalizeValue(body.value, options)
-      if (canonical.kind !== 'ok') return canonical.kind === 'too_deep' ? TOO_DEEP : INVALID
-      tag = 'json'
-      text = canonical.text
-      break
-    }
-    case 'raw': {
-      tag = 'raw'
-      bytes = body.bytes
-      if (!isJsonMediaType(input.mediaType)) break
-      const decoded = decodeUtf8(body.bytes)
-      // Not UTF-8: the body parser already judged these bytes; they are hashed as they are, not rejected.
-      if (decoded === undefined) break
-      const canonical = canonicalizeJson(decoded, options)
-      if (canonical.kind === 'too_deep') return TOO_DEEP
-      if (canonical.kind === 'ok') {
-        tag = 'json'
-        text = canonical.text
-        bytes = undefined
-      }
-      break
-    }
-    default: {
-      const unknown: never = body
-      throw new TypeError(`unknown body kind ${String(unknown)}`)
-    }
+  let parsedText: string | undefined
+  if (body.kind === 'parsed') {
+    const canonical = canonicalizeValue(body.value, options)
+    if (canonical.kind !== 'ok') return canonical.kind === 'too_deep' ? TOO_DEEP : INVALID
+    parsedText = canonical.text
   }
 
   const w = takeWriter()
@@ -161,9 +133,40 @@ export function fingerprintRequestHex(
       w.string(input.mediaType)
       w.close(start)
     }
-    w.field(tag)
-    if (text !== undefined) w.field(text)
-    else w.rawField(bytes ?? NO_BYTES)
+    switch (body.kind) {
+      case 'none':
+        w.field('none')
+        w.rawField(NO_BYTES)
+        break
+      case 'parsed':
+        w.field('json')
+        w.field(parsedText as string)
+        break
+      case 'raw': {
+        const decoded = isJsonMediaType(input.mediaType) ? decodeUtf8(body.bytes) : undefined
+        // Not JSON, or not UTF-8 (the body parser already judged these bytes): hashed as they are, not rejected.
+        if (decoded !== undefined) {
+          const tagAt = w.at
+          w.field('json')
+          const start = w.open()
+          // The canonical bytes go straight into the field; a body that is no JSON after all is rewound.
+          const outcome = canonicalizeJsonInto(decoded, options, w)
+          if (outcome === 'too_deep') return TOO_DEEP
+          if (outcome === 'ok') {
+            w.close(start)
+            break
+          }
+          w.at = tagAt
+        }
+        w.field('raw')
+        w.rawField(body.bytes)
+        break
+      }
+      default: {
+        const unknown: never = body
+        throw new TypeError(`unknown body kind ${String(unknown)}`)
+      }
+    }
     const count = input.headers.length
     w.field(count === 0 ? '0' : String(count))
     if (count > 0) {
@@ -207,110 +210,4 @@ function decodeUtf8(bytes: Uint8Array): string | undefined {
   } catch {
     return undefined
   }
-}
-
-/**
- * Writes length-prefixed fields into one growing buffer: one encode into place per string instead of a new
- * array per field and another for their concatenation. The same bytes as `TextEncoder.encode` (a lone
- * surrogate becomes U+FFFD either way).
- */
-class FieldWriter {
-  bytes: Uint8Array
-  at = 0
-
-  constructor(size: number) {
-    this.bytes = new Uint8Array(size)
-  }
-
-  reserve(extra: number): void {
-    const needed = this.at + extra
-    if (needed <= this.bytes.length) return
-    const grown = new Uint8Array(Math.max(needed, this.bytes.length * 2))
-    grown.set(this.bytes.subarray(0, this.at))
-    this.bytes = grown
-  }
-
-  /** Leaves room for a field's length; `close` fills it in. */
-  open(): number {
-    this.reserve(4)
-    const start = this.at
-    this.at += 4
-    return start
-  }
-
-  /** Writes the field's byte length, a 4-byte big-endian integer, before it. */
-  close(start: number): void {
-    const length = this.at - start - 4
-    if (length > 0xffffffff) throw new RangeError('a fingerprint field is larger than 4 GiB')
-    const b = this.bytes
-    b[start] = length >>> 24
-    b[start + 1] = (length >>> 16) & 0xff
-    b[start + 2] = (length >>> 8) & 0xff
-    b[start + 3] = length & 0xff
-  }
-
-  /** Appends the UTF-8 bytes of `text`: short ASCII by hand, the rest by `encodeInto`. */
-  string(text: string): void {
-    // A UTF-16 code unit never takes more than 3 bytes (a pair: 4 bytes for 2 units).
-    this.reserve(text.length * 3)
-    let rest = text
-    // Below this, a loop beats encodeInto's fixed cost (a view and a result object per call).
-    if (text.length <= 16) {
-      const b = this.bytes
-      let at = this.at
-      let i = 0
-      for (; i < text.length; i++) {
-        const c = text.charCodeAt(i)
-        if (c >= 0x80) break
-        b[at++] = c
-      }
-      this.at = at
-      if (i === text.length) return
-      rest = text.slice(i)
-    }
-    this.at += encoder.encodeInto(rest, this.bytes.subarray(this.at)).written
-  }
-
-  field(text: string): void {
-    const start = this.open()
-    this.string(text)
-    this.close(start)
-  }
-
-  rawField(bytes: Uint8Array): void {
-    if (bytes.length > 0xffffffff) throw new RangeError('a fingerprint field is larger than 4 GiB')
-    const start = this.open()
-    this.raw(bytes)
-    this.close(start)
-  }
-
-  /** Appends bytes as they are (a field already length-prefixed, or a field's content). */
-  raw(bytes: Uint8Array): void {
-    const length = bytes.length
-    this.reserve(length)
-    if (length <= 64) {
-      const b = this.bytes
-      let at = this.at
-      for (let i = 0; i < length; i++) b[at++] = bytes[i] as number
-    } else {
-      this.bytes.set(bytes, this.at)
-    }
-    this.at += length
-  }
-}
-
-/** Kept between requests up to this size; a larger one (a big body) is dropped after use. */
-const KEEP_BYTES = 1024 * 1024
-let spare: FieldWriter | undefined = new FieldWriter(4096)
-
-/** The reused writer, or a new one should a digest ever call back into fingerprinting while it is in use. */
-function takeWriter(): FieldWriter {
-  const w = spare ?? new FieldWriter(4096)
-  spare = undefined
-  w.at = 0
-  return w
-}
-
-function giveBack(w: FieldWriter): void {
-  if (w.bytes.length <= KEEP_BYTES) spare = w
 }
