@@ -51,17 +51,43 @@ const utf8 = new TextDecoder()
 class Frame {
   isObject = false
   sorted = true
+  /** Members so far; the lists below are written by index and never shrink, so reuse allocates nothing. */
+  count = 0
   readonly names: string[] = []
-  readonly starts: number[] = []
-  readonly ends: number[] = []
+  starts = new Int32Array(16)
+  ends = new Int32Array(16)
 
   reset(isObject: boolean): this {
     this.isObject = isObject
     this.sorted = true
-    this.names.length = 0
-    this.starts.length = 0
-    this.ends.length = 0
+    this.count = 0
     return this
+  }
+
+  /** Starts member `count` at output position `at`. */
+  add(name: string, at: number): void {
+    const i = this.count
+    if (i > 0 && (this.names[i - 1] as string) > name) this.sorted = false
+    if (i === this.starts.length) {
+      const starts = new Int32Array(i * 2)
+      starts.set(this.starts)
+      this.starts = starts
+      const ends = new Int32Array(i * 2)
+      ends.set(this.ends)
+      this.ends = ends
+    }
+    this.names[i] = name
+    this.starts[i] = at
+  }
+
+  /** Ends the current member at output position `at`. */
+  end(at: number): void {
+    this.ends[this.count++] = at
+  }
+
+  /** Lets go of the names (a slice can hold a whole body's text alive). */
+  clear(): void {
+    for (let i = 0; i < this.count; i++) this.names[i] = ''
   }
 }
 
@@ -164,7 +190,7 @@ function writeCanonical(text: string, maxDepth: number, w: ByteWriter): 'ok' | '
         depth--
         w.byte(0x5d)
       } else {
-        frame.ends.push(w.at)
+        frame.end(w.at)
         if (d === 0x2c /* , */) {
           w.byte(0x2c)
           pos = writeName(text, skipWhitespace(text, pos + 1), frame, w)
@@ -175,6 +201,7 @@ function writeCanonical(text: string, maxDepth: number, w: ByteWriter): 'ok' | '
         pos++
         depth--
         if (!frame.sorted) reorder(frame, w)
+        frame.clear()
         w.byte(0x7d)
       }
     }
@@ -202,10 +229,7 @@ function writeName(text: string, from: number, frame: Frame, w: ByteWriter): num
   if (text.charCodeAt(colon) !== 0x3a) return -1
   const plain = scannedPlain
   const name = plain ? text.slice(from + 1, end - 1) : (readString(text, from)?.value as string)
-  const names = frame.names
-  if (names.length > 0 && (names[names.length - 1] as string) > name) frame.sorted = false
-  names.push(name)
-  frame.starts.push(w.at)
+  frame.add(name, w.at)
   if (plain) w.noSurrogates(text, from, end)
   else w.string(JSON.stringify(name))
   w.byte(0x3a)
@@ -218,6 +242,8 @@ function writeString(text: string, from: number, end: number, w: ByteWriter): vo
   else w.string(JSON.stringify(readString(text, from)?.value))
 }
 
+/** The order of a small object's members, reused. */
+const smallOrder: number[] = Array.from({ length: 16 }, () => 0)
 /** Scratch for reordering an object's members; kept up to this size. */
 let scratch = new Uint8Array(1024)
 const KEEP_SCRATCH = 64 * 1024
@@ -229,8 +255,8 @@ const KEEP_SCRATCH = 64 * 1024
  */
 function reorder(frame: Frame, w: ByteWriter): void {
   const { names, starts, ends } = frame
-  const n = names.length
-  const order = new Array<number>(n)
+  const n = frame.count
+  const order = n <= 16 ? smallOrder : new Array<number>(n)
   for (let i = 0; i < n; i++) order[i] = i
   if (n <= 16) {
     for (let i = 1; i < n; i++) {
@@ -254,15 +280,15 @@ function reorder(frame: Frame, w: ByteWriter): void {
   const length = (ends[n - 1] as number) - base
   if (scratch.length < length) scratch = new Uint8Array(Math.max(length, scratch.length * 2))
   const bytes = w.bytes
-  scratch.set(bytes.subarray(base, base + length))
+  const copy = scratch
+  // By hand: small ranges are most of them, and a view per copy costs more than the bytes.
+  for (let i = 0; i < length; i++) copy[i] = bytes[base + i] as number
   let at = base
   for (let i = 0; i < n; i++) {
     const m = order[i] as number
     if (i > 0) bytes[at++] = 0x2c
-    const from = (starts[m] as number) - base
     const to = (ends[m] as number) - base
-    bytes.set(scratch.subarray(from, to), at)
-    at += to - from
+    for (let j = (starts[m] as number) - base; j < to; j++) bytes[at++] = copy[j] as number
   }
   if (scratch.length > KEEP_SCRATCH) scratch = new Uint8Array(1024)
 }
