@@ -95,7 +95,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
   const markerNames = new Set(o.markers.map(([name]) => name))
   const freshMarkers = o.markers.map(([name, fresh]) => [name, fresh] as const)
   const replayMarkers = o.markers.map(([name, , replayed]) => [name, replayed] as const)
-  const running = new Set<Running>()
+  const running = new Set<Run>()
   const sha256Hex: Sha256Hex = o.crypto.sha256Hex?.bind(o.crypto) ?? ((data) => toHex(o.crypto.sha256(data)))
   const probes = new Map<string, Promise<{ result: BeginResult; token: string }>>()
   const scopeHashes = new Map<string, string>()
@@ -105,12 +105,6 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
   const storeRelease = (input: ReleaseInput) => o.store.release(input)
   let closing = false
   let pendingReleases = 0
-
-  interface Running {
-    readonly lease: HeldLease
-    /** Set by `close` when it waits for this execution; called once it finished. */
-    settled: (() => void) | undefined
-  }
 
   // Events are built only when someone listens: `observed` guards the hot paths' calls.
   const observed = o.onEvent !== undefined
@@ -321,8 +315,8 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     }
   }
 
-  async function finishRun(route: ResolvedRoute, entry: Running, outcome: HandlerOutcome) {
-    const { lease } = entry
+  async function finishRun(run: Run, outcome: HandlerOutcome): Promise<HttpResponse | null> {
+    const { lease, route } = run
     try {
       const decision = lease.releaseRequested ? 'release' : policyFor(route)(outcome.status, lease.committed)
       switch (decision) {
@@ -348,8 +342,28 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
       }
     } finally {
       lease.end()
-      running.delete(entry)
-      entry.settled?.()
+      running.delete(run)
+      run.settled?.()
+    }
+  }
+
+  /**
+   * A running execution as the adapter sees it and as `close` tracks it: one object, `finish` a method on its
+   * class rather than a closure per request.
+   */
+  class Run implements Execution {
+    readonly headers = freshMarkers
+    readonly maxResponseBytes = o.maxResponseBytes
+    /** Set by `close` when it waits for this execution; called once it finished. */
+    settled: (() => void) | undefined = undefined
+
+    constructor(
+      readonly lease: HeldLease,
+      readonly route: ResolvedRoute,
+    ) {}
+
+    finish(outcome: HandlerOutcome): Promise<HttpResponse | null> {
+      return finishRun(this, outcome)
     }
   }
 
@@ -362,8 +376,8 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
     startedAt: number,
   ): Execution {
     const lease = new HeldLease(o, key, token, acquired, sentAt, startedAt, onLeaseAbort)
-    const entry: Running = { lease, settled: undefined }
-    running.add(entry)
+    const run = new Run(lease, route)
+    running.add(run)
     if (observed) {
       emit(acquired.takeover ? 'takeover' : 'acquired', startedAt, {
         key,
@@ -371,12 +385,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
         previousFence: lease.previousFence,
       })
     }
-    return {
-      lease,
-      headers: freshMarkers,
-      maxResponseBytes: o.maxResponseBytes,
-      finish: (outcome: HandlerOutcome) => finishRun(route, entry, outcome),
-    }
+    return run
   }
 
   async function handle(request: IdempotencyRequest, routeOverride?: ResolvedRoute): Promise<Decision> {
