@@ -23,14 +23,117 @@ interface ParserError {
   type?: string
 }
 
+const UNITS: Readonly<Record<string, number>> = { b: 1, kb: 2 ** 10, mb: 2 ** 20, gb: 2 ** 30 }
+
+/** The limit in bytes as body-parser reads it ('100kb', '1.5mb', 1024); undefined when it reads it otherwise. */
+function bytesOf(limit: number | string): number | undefined {
+  if (typeof limit === 'number') return Number.isFinite(limit) && limit >= 0 ? limit : undefined
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(limit)
+  if (match === null) return undefined
+  return Math.floor(Number(match[1]) * (UNITS[(match[2] ?? 'b').toLowerCase()] as number))
+}
+
+/** `application/json`, UTF-8 or no charset: the one media type read without body-parser. */
+function isPlainJson(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false
+  const type = contentType.toLowerCase()
+  return type === 'application/json' || type === 'application/json; charset=utf-8'
+}
+
+/**
+ * The common request read here: plain JSON, not encoded, with a Content-Length within the limit, not read yet.
+ * Anything else (chunked, compressed, another charset, too large, empty) goes to body-parser, which answers
+ * each of those as before.
+ */
+function readsPlainly(req: Request, limit: number | undefined): boolean {
+  const { headers } = req
+  if (limit === undefined || headers['content-encoding'] !== undefined || headers['transfer-encoding'] !== undefined) {
+    return false
+  }
+  const length = Number(headers['content-length'])
+  return length > 0 && length <= limit && isPlainJson(headers['content-type']) && !(req.complete && !req.readable)
+}
+
+const NOT_JSON = 'The request body is not valid JSON.'
+
+/** Reads a plain JSON body (`readsPlainly`), keeps its bytes, and parses it as body-parser would (strict). */
+function readPlainly(req: Request, res: Response, next: NextFunction): void {
+  const expected = Number(req.headers['content-length'])
+  let first: Buffer | undefined
+  let more: Buffer[] | undefined
+  let received = 0
+  const stop = () => {
+    req.removeListener('data', onData)
+    req.removeListener('end', onEnd)
+    req.removeListener('error', onError)
+    req.removeListener('aborted', onError)
+  }
+  const refuse = () => {
+    stop()
+    // Answered once the rest is read, as body-parser does: the connection stays usable.
+    if (req.complete) sendResponse(res, bodyParserProblem(400, NOT_JSON))
+    else {
+      req.once('end', () => sendResponse(res, bodyParserProblem(400, NOT_JSON)))
+      req.resume()
+    }
+  }
+  function onData(chunk: Buffer) {
+    received += chunk.byteLength
+    if (received > expected) {
+      refuse()
+      return
+    }
+    if (first === undefined) first = chunk
+    else if (more === undefined) more = [chunk]
+    else more.push(chunk)
+  }
+  function onEnd() {
+    stop()
+    if (received !== expected || first === undefined) {
+      sendResponse(res, bodyParserProblem(400, NOT_JSON))
+      return
+    }
+    const body = more === undefined ? first : Buffer.concat([first, ...more], received)
+    keepRawBody(req, res, body)
+    let text = body.toString('utf8')
+    // iconv-lite, which body-parser decodes with, drops a byte order mark.
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+    const start = /[^ \t\n\r]/.exec(text)?.[0]
+    try {
+      // Strict, as body-parser's default: only an object or an array.
+      if (start !== '{' && start !== '[') throw new SyntaxError('not an object or array')
+      req.body = JSON.parse(text)
+    } catch {
+      sendResponse(res, bodyParserProblem(400, NOT_JSON))
+      return
+    }
+    next()
+  }
+  function onError() {
+    // The client went away or the stream failed: nobody reads an answer.
+    stop()
+    if (!res.headersSent) sendResponse(res, bodyParserProblem(400, NOT_JSON))
+  }
+  req.on('data', onData)
+  req.on('end', onEnd)
+  req.on('error', onError)
+  req.on('aborted', onError)
+}
+
 /**
  * `express.json()` that keeps the raw bytes for the fingerprint (big numbers and `__proto__` intact) and answers
  * its own refusals as problem+json: 413 too large, 400 malformed, 415 not JSON. Never stored: it runs first.
+ * A plain JSON body with its length is read here; every other body goes through `express.json()`.
  */
 export function json(options: JsonOptions = {}): RequestHandler {
   const parser = express.json({ limit: options.limit ?? '100kb', verify: keepRawBody })
+  const limit = bytesOf(options.limit ?? '100kb')
   keepBesideRequests(express.request)
   return function idempotencyJson(req: Request, res: Response, next: NextFunction): void {
+    if (readsPlainly(req, limit)) {
+      readPlainly(req, res, next)
+      return
+    }
     const contentType = req.headers['content-type']
     const withBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
     if (options.requireJson && withBody && !isJsonMediaType(mediaTypeOf(contentType))) {
@@ -46,7 +149,7 @@ export function json(options: JsonOptions = {}): RequestHandler {
           ? 'The request body is larger than this endpoint accepts.'
           : status === 415
             ? 'The request body encoding or charset is not supported.'
-            : 'The request body is not valid JSON.'
+            : NOT_JSON
       sendResponse(res, bodyParserProblem(status, detail))
     })
   }
