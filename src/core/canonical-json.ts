@@ -281,14 +281,20 @@ function reorder(frame: Frame, w: ByteWriter): void {
   if (scratch.length < length) scratch = new Uint8Array(Math.max(length, scratch.length * 2))
   const bytes = w.bytes
   const copy = scratch
-  // By hand: small ranges are most of them, and a view per copy costs more than the bytes.
-  for (let i = 0; i < length; i++) copy[i] = bytes[base + i] as number
+  // Small ranges (most of them) by hand: a view per copy costs more than their bytes.
+  if (length <= 256) for (let i = 0; i < length; i++) copy[i] = bytes[base + i] as number
+  else copy.set(bytes.subarray(base, base + length))
   let at = base
   for (let i = 0; i < n; i++) {
     const m = order[i] as number
     if (i > 0) bytes[at++] = 0x2c
+    const from = (starts[m] as number) - base
     const to = (ends[m] as number) - base
-    for (let j = (starts[m] as number) - base; j < to; j++) bytes[at++] = copy[j] as number
+    if (to - from <= 64) for (let j = from; j < to; j++) bytes[at++] = copy[j] as number
+    else {
+      bytes.set(copy.subarray(from, to), at)
+      at += to - from
+    }
   }
   if (scratch.length > KEEP_SCRATCH) scratch = new Uint8Array(1024)
 }
