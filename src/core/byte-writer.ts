@@ -123,13 +123,7 @@ export class ByteWriter {
   raw(bytes: Uint8Array): void {
     const length = bytes.length
     this.reserve(length)
-    if (length <= 64) {
-      const b = this.bytes
-      let at = this.at
-      for (let i = 0; i < length; i++) b[at++] = bytes[i] as number
-    } else {
-      this.bytes.set(bytes, this.at)
-    }
+    this.bytes.set(bytes, this.at)
     this.at += length
   }
 }

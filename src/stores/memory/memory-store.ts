@@ -364,10 +364,7 @@ class KeptResponse implements StoredResponse {
   get body(): Uint8Array {
     const length = this.bodyLength
     const copy = new Uint8Array(length)
-    const slab = this.slab
-    const at = this.bodyAt
-    if (length <= 256) for (let i = 0; i < length; i++) copy[i] = slab[at + i] as number
-    else copy.set(slab.subarray(at, at + length))
+    copy.set(this.slab.subarray(this.bodyAt, this.bodyAt + length))
     return copy
   }
 
@@ -414,8 +411,7 @@ class BodySlabs {
     }
     const slab = this.#slab
     const at = this.#at
-    if (length <= 256) for (let i = 0; i < length; i++) slab[at + i] = body[i] as number
-    else slab.set(body, at)
+    slab.set(body, at)
     this.#at = at + length
     this.placedAt = at
     return slab
