@@ -56,68 +56,84 @@ function readsPlainly(req: Request, limit: number | undefined): boolean {
 
 const NOT_JSON = 'The request body is not valid JSON.'
 
+/** A plain JSON body being read. */
+interface PlainRead {
+  readonly res: Response
+  readonly next: NextFunction
+  readonly expected: number
+  first: Buffer | undefined
+  more: Buffer[] | undefined
+  received: number
+}
+
+/** The reads in progress, by request: the listeners are shared functions, not closures per request. */
+const reads = new WeakMap<IncomingMessage, PlainRead>()
+
+function stopReading(req: IncomingMessage): PlainRead | undefined {
+  req.removeListener('data', onPlainData)
+  req.removeListener('end', onPlainEnd)
+  req.removeListener('error', onPlainError)
+  const read = reads.get(req)
+  reads.delete(req)
+  return read
+}
+
+function refuse(res: Response): void {
+  sendResponse(res, bodyParserProblem(400, NOT_JSON))
+}
+
+function onPlainData(this: IncomingMessage, chunk: Buffer): void {
+  const read = reads.get(this) as PlainRead
+  read.received += chunk.byteLength
+  if (read.received > read.expected) {
+    stopReading(this)
+    // Answered once the rest is read, as body-parser does: the connection stays usable.
+    this.once('end', () => refuse(read.res))
+    this.resume()
+    return
+  }
+  if (read.first === undefined) read.first = chunk
+  else if (read.more === undefined) read.more = [chunk]
+  else read.more.push(chunk)
+}
+
+function onPlainEnd(this: IncomingMessage): void {
+  const read = stopReading(this) as PlainRead
+  const { first, more, received, res } = read
+  if (received !== read.expected || first === undefined) {
+    refuse(res)
+    return
+  }
+  const body = more === undefined ? first : Buffer.concat([first, ...more], received)
+  keepRawBody(this, res, body)
+  let text = body.toString('utf8')
+  // iconv-lite, which body-parser decodes with, drops a byte order mark.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
+  const start = /[^ \t\n\r]/.exec(text)?.[0]
+  try {
+    // Strict, as body-parser's default: only an object or an array.
+    if (start !== '{' && start !== '[') throw new SyntaxError('not an object or array')
+    ;(this as Request).body = JSON.parse(text)
+  } catch {
+    refuse(res)
+    return
+  }
+  read.next()
+}
+
+function onPlainError(this: IncomingMessage): void {
+  // The client went away ('aborted') or the stream failed: answered if anything still can be.
+  const read = stopReading(this)
+  if (read !== undefined && !read.res.headersSent) refuse(read.res)
+}
+
 /** Reads a plain JSON body (`readsPlainly`), keeps its bytes, and parses it as body-parser would (strict). */
 function readPlainly(req: Request, res: Response, next: NextFunction): void {
   const expected = Number(req.headers['content-length'])
-  let first: Buffer | undefined
-  let more: Buffer[] | undefined
-  let received = 0
-  const stop = () => {
-    req.removeListener('data', onData)
-    req.removeListener('end', onEnd)
-    req.removeListener('error', onError)
-    req.removeListener('aborted', onError)
-  }
-  const refuse = () => {
-    stop()
-    // Answered once the rest is read, as body-parser does: the connection stays usable.
-    if (req.complete) sendResponse(res, bodyParserProblem(400, NOT_JSON))
-    else {
-      req.once('end', () => sendResponse(res, bodyParserProblem(400, NOT_JSON)))
-      req.resume()
-    }
-  }
-  function onData(chunk: Buffer) {
-    received += chunk.byteLength
-    if (received > expected) {
-      refuse()
-      return
-    }
-    if (first === undefined) first = chunk
-    else if (more === undefined) more = [chunk]
-    else more.push(chunk)
-  }
-  function onEnd() {
-    stop()
-    if (received !== expected || first === undefined) {
-      sendResponse(res, bodyParserProblem(400, NOT_JSON))
-      return
-    }
-    const body = more === undefined ? first : Buffer.concat([first, ...more], received)
-    keepRawBody(req, res, body)
-    let text = body.toString('utf8')
-    // iconv-lite, which body-parser decodes with, drops a byte order mark.
-    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
-    const start = /[^ \t\n\r]/.exec(text)?.[0]
-    try {
-      // Strict, as body-parser's default: only an object or an array.
-      if (start !== '{' && start !== '[') throw new SyntaxError('not an object or array')
-      req.body = JSON.parse(text)
-    } catch {
-      sendResponse(res, bodyParserProblem(400, NOT_JSON))
-      return
-    }
-    next()
-  }
-  function onError() {
-    // The client went away or the stream failed: nobody reads an answer.
-    stop()
-    if (!res.headersSent) sendResponse(res, bodyParserProblem(400, NOT_JSON))
-  }
-  req.on('data', onData)
-  req.on('end', onEnd)
-  req.on('error', onError)
-  req.on('aborted', onError)
+  reads.set(req, { res, next, expected, first: undefined, more: undefined, received: 0 })
+  req.on('data', onPlainData)
+  req.on('end', onPlainEnd)
+  req.on('error', onPlainError)
 }
 
 /**

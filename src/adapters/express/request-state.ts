@@ -15,10 +15,18 @@ export type Kept = {
 
 const installed = new WeakSet<object>()
 
+/** One record per request that set any of the three: one WeakMap entry, not three. */
+interface Record {
+  [RAW_BODY]?: unknown
+  [HANDLED]?: unknown
+  idempotency?: unknown
+}
+const records = new WeakMap<object, Record>()
+
 /**
  * Defines `idempotency`, the raw body and the handled mark as accessors on a prototype of requests
- * (`express.request`), each backed by a WeakMap. Express swaps every request's prototype, after which V8 gives
- * each property added to the request a hidden class of its own (~10 µs a property on the bench machine).
+ * (`express.request`), kept in a WeakMap. Express swaps every request's prototype, after which V8 gives each
+ * property added to the request a hidden class of its own (~10 µs a property on the bench machine).
  * The values read and write as before; a request outside that prototype keeps them as its own properties.
  */
 export function keepBesideRequests(prototype: object): void {
@@ -27,15 +35,19 @@ export function keepBesideRequests(prototype: object): void {
   for (const key of [RAW_BODY, HANDLED, 'idempotency'] as const) {
     // Defined already (by the app, or another copy of this module): theirs.
     if (Object.getOwnPropertyDescriptor(prototype, key) !== undefined) continue
-    const values = new WeakMap<object, unknown>()
     Object.defineProperty(prototype, key, {
       configurable: true,
       enumerable: false,
       get(this: object) {
-        return values.get(this)
+        return records.get(this)?.[key]
       },
       set(this: object, value: unknown) {
-        values.set(this, value)
+        let record = records.get(this)
+        if (record === undefined) {
+          record = { [RAW_BODY]: undefined, [HANDLED]: undefined, idempotency: undefined }
+          records.set(this, record)
+        }
+        record[key] = value
       },
     })
   }
