@@ -199,6 +199,37 @@ describe('MemoryStore', () => {
     expect(again.kind === 'replay' && new TextDecoder().decode(again.response.body)).toBe('body 7 '.repeat(8))
   })
 
+  it('counts slabs that long-lived bodies pin toward maxBytes, and frees them as those expire', async () => {
+    // Each round: one body kept for a long time, then short-lived ones that fill the rest of its slab and expire.
+    // Without counting the slab, live records stay tiny while every round pins another 32 KiB of memory.
+    let offset = 0
+    const store = new MemoryStore({ maxBytes: 1024 * 1024, clockOffset: () => offset })
+    const body = new Uint8Array(100).fill(7)
+    let n = 0
+    const keep = async (retentionMs: number) => {
+      n += 1
+      const input = { key: key(n), scope: SCOPE, fingerprint: FP, token: token(n), leaseMs: LEASE, retentionMs }
+      expect((await store.begin(input)).kind).toBe('acquired')
+      await store.complete({ key: key(n), token: token(n), response: response(body), retentionMs })
+    }
+    let fullAt: number | undefined
+    for (let round = 0; round < 100 && fullAt === undefined; round++) {
+      try {
+        await keep(3_600_000)
+        for (let i = 0; i < 400; i++) await keep(RETENTION)
+      } catch (error) {
+        expectFull(error)
+        fullAt = round
+      }
+      offset += 2 * LEASE + RETENTION
+    }
+    // 1 MiB holds about 32 pinned slabs; live records alone (one small one per round) would never fill it.
+    expect(fullAt).toBeGreaterThan(10)
+    expect(fullAt).toBeLessThan(40)
+    offset += 3_600_000
+    await keep(RETENTION)
+  })
+
   it('hands out headers nobody can change', async () => {
     const s = subject()
     await s.begin(key(1), token(1))

@@ -85,7 +85,7 @@ export class MemoryStore implements Store {
   private readonly maxRecordsPerScope: number | undefined
   private readonly maxBytes: number
   private readonly clockOffset: ClockOffset
-  private readonly bodies = new BodySlabs()
+  private readonly bodies: BodySlabs
 
   constructor(options: MemoryStoreOptions = {}) {
     this.maxRecords = positiveInteger('maxRecords', options.maxRecords ?? 100_000)
@@ -95,6 +95,8 @@ export class MemoryStore implements Store {
         ? undefined
         : positiveInteger('maxRecordsPerScope', options.maxRecordsPerScope)
     this.clockOffset = options.clockOffset ?? (() => 0)
+    // A slab is at most 1/32 of the bound, so even a small store is not filled by the slack of a few slabs.
+    this.bodies = new BodySlabs(Math.min(SLAB_BYTES, Math.floor(this.maxBytes / 32)))
   }
 
   async begin(input: BeginInput): Promise<BeginResult> {
@@ -143,7 +145,12 @@ export class MemoryStore implements Store {
     const { record } = plan
     const response = new KeptResponse(input.response, this.bodies)
     const bytes = sizeOf(record.key, record.fingerprint, record.token, response)
-    this.makeRoom(now, 0, bytes - record.bytes)
+    try {
+      this.makeRoom(now, 0, bytes - record.bytes)
+    } catch (error) {
+      this.bodies.free(response)
+      throw error
+    }
     const previousExpiry = record.expiresAt
     record.state = 'completed'
     record.response = response
@@ -246,7 +253,9 @@ export class MemoryStore implements Store {
   }
 
   private overfull(addedRecords: number, addedBytes: number): boolean {
-    return this.records.size + addedRecords > this.maxRecords || this.bytes + addedBytes > this.maxBytes
+    return (
+      this.records.size + addedRecords > this.maxRecords || this.bytes + this.bodies.slack + addedBytes > this.maxBytes
+    )
   }
 
   /** Drops expired records, enough of them to fit what a write adds; throws 'full' rather than evict. */
@@ -298,6 +307,7 @@ export class MemoryStore implements Store {
     // Only the record the map holds: a test may have put an undecodable one in its place.
     if (this.records.get(record.key) === record) this.records.delete(record.key)
     this.bytes -= record.bytes
+    if (record.response !== null) this.bodies.free(record.response)
     removeAt(this.expiries, record.heapIndex)
     record.heapIndex = -1
     const held = this.scopes.get(record.scope)
@@ -383,37 +393,70 @@ function handOut(response: KeptResponse | null): StoredResponse {
   return { status: response.status, headers: response.headers, body: response.body, replayable: response.replayable }
 }
 
-/** Bodies up to this size share slabs; larger ones get a buffer of their own. */
+/** Bodies up to this size (and 1/16 of a slab) share slabs; larger ones get a buffer of their own. */
 const SLAB_MAX_BODY = 2 * 1024
+/** The slab size, unless 1/32 of `maxBytes` is smaller. */
 const SLAB_BYTES = 32 * 1024
 const EMPTY = new Uint8Array(0)
 
 /**
  * Copies of small bodies, packed into shared slabs: a buffer per stored body costs the garbage collector far more
  * than the copy (the memory store keeps every body for a day). A slab is freed once all its bodies are; no view
- * into it leaves the store (a hand-out copies).
+ * into it leaves the store (a hand-out copies). What slabs hold beyond their live bodies (`slack`) counts toward
+ * `maxBytes`, so one long-lived body pinning a slab of expired ones cannot grow memory past the bound.
  */
 class BodySlabs {
   #slab = EMPTY
   #at = 0
+  /** Live bodies per slab still held (the current one included). */
+  readonly #live = new Map<Uint8Array, number>()
+  /** Bytes of the slabs held minus the bytes of the live bodies in them. */
+  slack = 0
   /** Where in the slab `place` returned the body starts. */
   placedAt = 0
+  readonly #slabBytes: number
+  readonly #maxBody: number
+
+  constructor(slabBytes: number) {
+    this.#slabBytes = slabBytes
+    this.#maxBody = Math.min(SLAB_MAX_BODY, Math.floor(slabBytes / 16))
+  }
+
+  /** Forgets a kept body; its slab goes once it holds no live body and is not the one being filled. */
+  free(response: { readonly slab: Uint8Array; readonly bodyLength: number }): void {
+    const count = this.#live.get(response.slab)
+    if (count === undefined) return
+    this.slack += response.bodyLength
+    if (count > 1 || response.slab === this.#slab) this.#live.set(response.slab, count - 1)
+    else this.#drop(response.slab)
+  }
+
+  #drop(slab: Uint8Array): void {
+    this.#live.delete(slab)
+    this.slack -= slab.byteLength
+  }
 
   /** Copies `body` into a slab (or a buffer of its own when large) and returns that; it starts at `placedAt`. */
   place(body: Uint8Array): Uint8Array {
     const length = body.byteLength
     this.placedAt = 0
     if (length === 0) return EMPTY
-    if (length > SLAB_MAX_BODY) return new Uint8Array(body)
+    if (length > this.#maxBody) return new Uint8Array(body)
     if (this.#at + length > this.#slab.byteLength) {
-      this.#slab = new Uint8Array(SLAB_BYTES)
+      const previous = this.#slab
+      this.#slab = new Uint8Array(this.#slabBytes)
       this.#at = 0
+      this.#live.set(this.#slab, 0)
+      this.slack += this.#slabBytes
+      if (this.#live.get(previous) === 0) this.#drop(previous)
     }
     const slab = this.#slab
     const at = this.#at
     slab.set(body, at)
     this.#at = at + length
     this.placedAt = at
+    this.#live.set(slab, (this.#live.get(slab) ?? 0) + 1)
+    this.slack -= length
     return slab
   }
 }
