@@ -3,6 +3,7 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
+import express4 from 'express4'
 import { json } from 'idempotency-kit/express'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type Kept, RAW_BODY } from './request-state.js'
@@ -76,5 +77,23 @@ describe('json()', () => {
   it('leaves a body over the limit to body-parser: 413', async () => {
     const big = JSON.stringify({ pad: 'x'.repeat(2048) })
     expect((await post(big, 'length')).status).toBe(413)
+  })
+
+  it('marks the body parsed, so a JSON parser after it skips the request, on Express 5 and 4', async () => {
+    for (const framework of [express, express4 as unknown as typeof express]) {
+      const app = framework()
+      app.use(json())
+      app.use(framework.json())
+      app.post('/twice', (req, res) => void res.json(req.body))
+      const server = app.listen(0, '127.0.0.1')
+      servers.push(server)
+      await new Promise((resolve) => server.once('listening', resolve))
+      const response = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/twice`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"a":1}',
+      })
+      expect({ status: response.status, body: await response.json() }).toEqual({ status: 200, body: { a: 1 } })
+    }
   })
 })

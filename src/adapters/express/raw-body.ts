@@ -114,6 +114,8 @@ function onPlainEnd(this: IncomingMessage): void {
     // Strict, as body-parser's default: only an object or an array.
     if (start !== '{' && start !== '[') throw new SyntaxError('not an object or array')
     ;(this as Request).body = JSON.parse(text)
+    // As body-parser 1.x marks it, so a second JSON parser (Express 4) skips this request.
+    ;(this as Kept)._body = true
   } catch {
     refuse(res)
     return

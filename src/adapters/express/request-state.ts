@@ -11,20 +11,23 @@ export type Kept = {
   [RAW_BODY]?: Buffer | undefined
   [HANDLED]?: boolean | undefined
   idempotency?: Lease | undefined
+  /** body-parser 1.x's mark of a parsed body (Express 4): a later JSON parser skips the request. */
+  _body?: boolean | undefined
 }
 
 const installed = new WeakSet<object>()
 
-/** One record per request that set any of the three: one WeakMap entry, not three. */
+/** One record per request that set any of them: one WeakMap entry, not one each. */
 interface Record {
   [RAW_BODY]?: unknown
   [HANDLED]?: unknown
   idempotency?: unknown
+  _body?: unknown
 }
 const records = new WeakMap<object, Record>()
 
 /**
- * Defines `idempotency`, the raw body and the handled mark as accessors on a prototype of requests
+ * Defines `idempotency`, the raw body, the handled mark and body-parser's `_body` as accessors on a prototype of requests
  * (`express.request`), kept in a WeakMap. Express swaps every request's prototype, after which V8 gives each
  * property added to the request a hidden class of its own (~10 µs a property on the bench machine).
  * The values read and write as before; a request outside that prototype keeps them as its own properties.
@@ -32,7 +35,7 @@ const records = new WeakMap<object, Record>()
 export function keepBesideRequests(prototype: object): void {
   if (installed.has(prototype)) return
   installed.add(prototype)
-  for (const key of [RAW_BODY, HANDLED, 'idempotency'] as const) {
+  for (const key of [RAW_BODY, HANDLED, 'idempotency', '_body'] as const) {
     // Defined already (by the app, or another copy of this module): theirs.
     if (Object.getOwnPropertyDescriptor(prototype, key) !== undefined) continue
     Object.defineProperty(prototype, key, {
@@ -44,7 +47,7 @@ export function keepBesideRequests(prototype: object): void {
       set(this: object, value: unknown) {
         let record = records.get(this)
         if (record === undefined) {
-          record = { [RAW_BODY]: undefined, [HANDLED]: undefined, idempotency: undefined }
+          record = { [RAW_BODY]: undefined, [HANDLED]: undefined, idempotency: undefined, _body: undefined }
           records.set(this, record)
         }
         record[key] = value
