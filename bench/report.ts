@@ -112,12 +112,12 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
   const judge = (target: string, value: number, ok: (v: number) => boolean, measured: string) =>
     targets.push({ target, measured, met: Number.isFinite(value) ? ok(value) : null })
   for (const s of ['unique', 'replay'] as const) {
-    const r = ratio('kit-memory', 'baseline', s)
+    const r = ratio('kit-memory', 'baseline-kit-json', s)
     judge(
       `memory store ≥ 0.90× baseline throughput (${s})`,
       r,
       (v) => v >= 0.9,
-      `${fmt(r)}×${cpu('kit-memory', 'baseline', s)}`,
+      `${fmt(r)}×${cpu('kit-memory', 'baseline-kit-json', s)}`,
     )
   }
   const seed = ratio('kit-redis', 'seed-redis', 'unique')
@@ -135,7 +135,7 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
   const rtReplay = meanOf(rows, 'kit-redis', 'replay', 'round_trips')
   judge('1 round trip per replay (Redis)', rtReplay, (v) => Math.abs(v - 1) < 0.05, fmt(rtReplay, 3))
   for (const s of ['unique', 'replay'] as const) {
-    const r = ratio('kit-memory', 'baseline', s, 'p99_ms')
+    const r = ratio('kit-memory', 'baseline-kit-json', s, 'p99_ms')
     judge(`p99 at 32 connections ≤ 1.5× baseline, memory store (${s})`, r, (v) => v <= 1.5, `${fmt(r)}×`)
   }
   for (const s of ['unique', 'replay'] as const) {

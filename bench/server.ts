@@ -107,6 +107,12 @@ async function guardFor(id: string): Promise<ChargeGuard> {
         charge: async (_req, res, run) => void res.json(await run()),
         close: async () => {},
       }
+    case 'baseline-kit-json':
+      return {
+        middleware: [json({ limit: '16kb' })],
+        charge: async (_req, res, run) => void res.json(await run()),
+        close: async () => {},
+      }
     case 'kit-memory':
     case 'kit-sqlite':
     case 'kit-redis':
@@ -119,22 +125,22 @@ async function guardFor(id: string): Promise<ChargeGuard> {
       await redis.connect()
       countIoredis(redis, counters)
       return {
-        middleware: [express.json(), seedIdempotencyMiddleware(redis, { prefix: prefix(), required: true })],
+        middleware: [json({ limit: '16kb' }), seedIdempotencyMiddleware(redis, { prefix: prefix(), required: true })],
         charge: (req, res, run) => seedRoute(req, res, () => run()),
         close: async () => void redis.disconnect(),
       }
     }
     case 'node-idempotency-redis': {
       const guard = await nodeIdempotencyGuard(redisUrl(), prefix(), counters)
-      return { ...guard, middleware: [express.json(), ...guard.middleware] }
+      return { ...guard, middleware: [json({ limit: '16kb' }), ...guard.middleware] }
     }
     case 'powertools-redis': {
       const guard = await powertoolsGuard(redisUrl(), prefix(), counters)
-      return { ...guard, middleware: [express.json(), ...guard.middleware] }
+      return { ...guard, middleware: [json({ limit: '16kb' }), ...guard.middleware] }
     }
     case 'express-idempotency-memory': {
       const guard = expressIdempotencyGuard()
-      return { ...guard, middleware: [express.json(), ...guard.middleware] }
+      return { ...guard, middleware: [json({ limit: '16kb' }), ...guard.middleware] }
     }
     default:
       throw new Error(`unknown Express subject ${id}`)
