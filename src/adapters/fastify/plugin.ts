@@ -11,6 +11,7 @@ import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, ResolvedRoute, RouteOptions } from '../../core/options.js'
 import { bodyParserProblem } from '../../core/problem.js'
 import { createIdempotency } from '../../create-idempotency.js'
+import { routeHeaders } from '../node/capture-response.js'
 import { NodeEngineRequest } from '../node/engine-request.js'
 import { sendResponse } from '../node/send-response.js'
 import { type TappedBody, tappedBytes, tapRawBody } from './raw-body-tap.js'
@@ -39,7 +40,7 @@ export type FastifyIdempotencyOptions = (IdempotencyOptions | { readonly engine:
 interface Executing {
   readonly execution: Execution
   /** Response headers as they were before the route ran: those belong to this request only (DESIGN §4.9). */
-  readonly before: Readonly<Record<string, unknown>>
+  readonly before: ReturnType<FastifyReply['getHeaders']>
   /** Set once `finish` was called, from `onSend` or from a raw write: never twice. */
   finished: boolean
   /** The raw `ServerResponse` methods replaced to watch for writes that bypass `reply.send`. */
@@ -89,11 +90,6 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 }
 
-function sameValue(a: unknown, b: unknown): boolean {
-  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((v, i) => v === b[i])
-  return a === b
-}
-
 /** The state of `request` if `owner` handles it. */
 function stateOf(request: FastifyRequest, owner: symbol): RequestState | undefined {
   const state = (request.raw as Claimed)[CLAIMED]
@@ -140,19 +136,6 @@ function replacePayload(reply: FastifyReply, response: HttpResponse): Buffer {
   }
   reply.code(response.status).headers(headers)
   return toBuffer(response.body)
-}
-
-/** Headers the route set or changed after `preHandler`, in order, one pair per value. */
-function routeHeaders(reply: FastifyReply, before: Readonly<Record<string, unknown>>): Array<[string, string]> {
-  const pairs: Array<[string, string]> = []
-  const headers = reply.getHeaders()
-  for (const name in headers) {
-    const value = headers[name]
-    if (value === undefined || sameValue(value, before[name])) continue
-    if (Array.isArray(value)) for (const v of value) pairs.push([name, String(v)])
-    else pairs.push([name, String(value)])
-  }
-  return pairs
 }
 
 function isFetchResponse(payload: unknown): payload is Response {
@@ -419,7 +402,7 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
         return
       }
       execution
-        .finish({ kind: 'response', status, headers: routeHeaders(reply, executing.before), body })
+        .finish({ kind: 'response', status, headers: routeHeaders(reply.getHeaders(), executing.before), body })
         .then((replacement) => {
           if (replacement === null) {
             done(null, payload)

@@ -100,8 +100,14 @@ function release(res: ServerResponse, capture: Capture): void {
   res.flushHeaders = original.flushHeaders
 }
 
-/** Headers the route set or changed after the middleware ran, in order, one pair per value. */
-function routeHeaders(headers: OutgoingHttpHeaders, before: OutgoingHttpHeaders): Array<[string, string]> {
+/** Header values by name, as Node's `getHeaders()` and Fastify's `reply.getHeaders()` give them. */
+type HeaderValues = Readonly<Record<string, OutgoingHttpHeader | undefined>>
+
+/**
+ * Headers the route set or changed after the middleware ran, in order, one pair per value. Shared with the Fastify
+ * plugin, which reads the same Node headers through its reply.
+ */
+export function routeHeaders(headers: HeaderValues, before: HeaderValues): Array<[string, string]> {
   const pairs: Array<[string, string]> = []
   for (const name in headers) {
     const value = headers[name]
