@@ -16,7 +16,10 @@ let loaded: Readonly<Record<OperationName, LuaScript>> | undefined
 
 /** The six scripts, read on first call and kept for the life of the process. */
 export function luaScripts(): Readonly<Record<OperationName, LuaScript>> {
-  loaded ??= {
+  if (loaded !== undefined) return loaded
+  const lib = readFileSync(new URL('./lua/lib.lua', import.meta.url), 'utf8')
+  const load = (name: OperationName, file: URL) => script(name, readFileSync(file, 'utf8'), lib)
+  loaded = {
     // One literal URL per file, so bundlers and the build can see every script the store needs.
     begin: load('begin', new URL('./lua/begin.lua', import.meta.url)),
     complete: load('complete', new URL('./lua/complete.lua', import.meta.url)),
@@ -28,8 +31,10 @@ export function luaScripts(): Readonly<Record<OperationName, LuaScript>> {
   return loaded
 }
 
-function load(name: OperationName, file: URL): LuaScript {
-  const source = readFileSync(file, 'utf8')
+/** The script as sent: its `#!lua` line, the shared helpers, then the rest of it. */
+function script(name: OperationName, own: string, lib: string): LuaScript {
+  const shebang = own.startsWith('#!') ? own.slice(0, own.indexOf('\n') + 1) : ''
+  const source = `${shebang}${lib}\n${own.slice(shebang.length)}`
   // The SHA is of the exact bytes sent with EVAL, so it is computed here, never pasted.
   const sha = createHash('sha1').update(source, 'utf8').digest('hex')
   return { name, source, sha }

@@ -17,22 +17,7 @@
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
 -- Only a begin that creates a record is counted against the limit; an existing record is never refused.
 -- Numbers go out as strings: a table with nil inside is truncated, and Lua numbers print as %.14g.
-
-local MAX = 9007199254740991
-local function int(s, min)
-  local n = tonumber(s)
-  if n == nil or n ~= math.floor(n) or n < min or n > MAX then return nil end
-  return n
-end
-local function str(n) return string.format('%d', n) end
-
--- A record counted against a per-scope limit names its scope set in 'sk': its score follows the record's
--- expiry, and the set lives as long as its latest member.
-local function rescore(sk, key, exp, offset)
-  redis.call('ZADD', sk, str(exp), key)
-  local last = redis.call('ZRANGE', sk, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', sk, str(tonumber(last[2]) - math.min(offset, 0)))
-end
+-- MAX, int, str and rescore come from lib.lua, sent in front of this script.
 
 local key, scopeSet, fp, token = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local leaseMs, retentionMs, offset = int(ARGV[3], 1), int(ARGV[4], 0), int(ARGV[5], -MAX)

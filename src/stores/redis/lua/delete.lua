@@ -5,13 +5,7 @@
 -- ARGV[2]  clock offset ms, integer (0 in production)
 -- returns  {'deleted'} | {'absent'} | {'refused_in_progress'}
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (without force only)
-
-local MAX = 9007199254740991
-local function int(s, min)
-  local n = tonumber(s)
-  if n == nil or n ~= math.floor(n) or n < min or n > MAX then return nil end
-  return n
-end
+-- MAX, int, str and rescore come from lib.lua, sent in front of this script.
 
 local key, force, offset = KEYS[1], ARGV[1], int(ARGV[2], -MAX)
 if key == nil or (force ~= '0' and force ~= '1') or offset == nil then

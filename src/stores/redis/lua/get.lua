@@ -6,13 +6,7 @@
 --        | {'record', state, fence, fingerprint, token, leaseDeadline, expiresAt,
 --           status ('' until completed), replayable ('' until completed), headers, body}
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
-
-local MAX = 9007199254740991
-local function int(s, min)
-  local n = tonumber(s)
-  if n == nil or n ~= math.floor(n) or n < min or n > MAX then return nil end
-  return n
-end
+-- MAX, int, str and rescore come from lib.lua, sent in front of this script.
 
 local key, offset = KEYS[1], int(ARGV[1], -MAX)
 if key == nil or offset == nil then

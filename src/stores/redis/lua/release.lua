@@ -7,23 +7,7 @@
 -- returns  {'released'} | {'already_released'} (same token: a resent release) | {'not_owner'}
 --        | {'completed'} (the token completed it: a stored response is never released)
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
-
-local MAX = 9007199254740991
-local function int(s, min)
-  local n = tonumber(s)
-  if n == nil or n ~= math.floor(n) or n < min or n > MAX then return nil end
-  return n
-end
-local function str(n) return string.format('%d', n) end
-
--- A record counted against a per-scope limit names its scope set in 'sk' (see begin.lua): its score follows
--- the record's expiry, and the set lives as long as its latest member. The set is not in KEYS (the store
--- knows only the record's key here), which is why a limited store refuses a Cluster client.
-local function rescore(sk, key, exp, offset)
-  redis.call('ZADD', sk, str(exp), key)
-  local last = redis.call('ZRANGE', sk, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', sk, str(tonumber(last[2]) - math.min(offset, 0)))
-end
+-- MAX, int, str and rescore come from lib.lua, sent in front of this script.
 
 local key, token, retentionMs, offset = KEYS[1], ARGV[1], int(ARGV[2], 0), int(ARGV[3], -MAX)
 if key == nil or token == nil or retentionMs == nil or offset == nil then
