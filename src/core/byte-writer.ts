@@ -49,8 +49,9 @@ export class ByteWriter {
     // A UTF-16 code unit never takes more than 3 bytes (a pair: 4 bytes for 2 units).
     this.reserve(text.length * 3)
     let rest = text
-    // Below this, a loop beats encodeInto's fixed cost (a view and a result object per call).
-    if (text.length <= 16) {
+    // ASCII by hand: keys, names and short values are ASCII, and a loop beats encodeInto's fixed cost (a view and
+    // a result object per call) well past the length of a 64-character hex key.
+    if (text.length <= 256) {
       const b = this.bytes
       let at = this.at
       let i = 0

@@ -1,7 +1,14 @@
 /** The engine: one keyed request from header to stored result, framework-neutral (DESIGN §4). */
 import { IdempotencyStoreError } from './errors.js'
 import type { IdempotencyEvent, IdempotencyEventType } from './events.js'
-import { fingerprintRequestHex, mediaTypeOf, type Sha256Hex, sha256HexOfText, toHex } from './fingerprint.js'
+import {
+  fingerprintRequestHex,
+  mediaTypeOf,
+  type Sha256Hex,
+  sha256HexOfPair,
+  sha256HexOfText,
+  toHex,
+} from './fingerprint.js'
 import { storableHeaders } from './headers.js'
 import type { HttpResponse, IdempotencyRequest } from './http.js'
 import { parseIdempotencyKey } from './key.js'
@@ -441,7 +448,7 @@ export function createEngine(options: IdempotencyOptions, crypto: CryptoProvider
       }
     }
 
-    const key = sha256HexOfText(`${request.scope}\0${parsed.key}`, sha256Hex)
+    const key = sha256HexOfPair(request.scope, parsed.key, sha256Hex)
     const scope = hashScope(request.scope)
     const token = newToken()
     if (closing) {

@@ -12,6 +12,7 @@ import {
   isJsonMediaType,
   mediaTypeOf,
   type Sha256,
+  sha256HexOfPair,
   sha256HexOfText,
   toHex,
 } from './fingerprint.js'
@@ -342,6 +343,17 @@ describe('sha256HexOfText', () => {
     )
     const long = 'tenant\u0000é'.repeat(100_000)
     expect(sha256HexOfText(long, hex)).toBe(hex(new TextEncoder().encode(long)))
+  })
+
+  it('hashes a pair written part by part exactly as first, a NUL, then second, in one text', () => {
+    const hex = (d: Uint8Array) => createHash('sha256').update(d).digest('hex')
+    // Past 256 units as well: the writer copies ASCII by hand up to there and hands the rest to encodeInto.
+    const text = () => fc.oneof(fc.string({ unit: 'binary', maxLength: 300 }), fc.string({ maxLength: 300 }))
+    fc.assert(
+      fc.property(text(), text(), (first, second) => {
+        expect(sha256HexOfPair(first, second, hex)).toBe(hex(new TextEncoder().encode(`${first}\0${second}`)))
+      }),
+    )
   })
 })
 

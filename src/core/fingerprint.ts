@@ -196,6 +196,22 @@ export function sha256HexOfText(text: string, sha256Hex: Sha256Hex): string {
   }
 }
 
+/**
+ * `sha256HexOfText(`${first}\0${second}`)` without building that string: the same bytes, written part by part
+ * (the engine's storage key, scope then key, once per request).
+ */
+export function sha256HexOfPair(first: string, second: string, sha256Hex: Sha256Hex): string {
+  const w = takeWriter()
+  try {
+    w.string(first)
+    w.byte(0)
+    w.string(second)
+    return sha256Hex(w.bytes.subarray(0, w.at))
+  } finally {
+    giveBack(w)
+  }
+}
+
 const NO_BYTES = new Uint8Array(0)
 const PREFIX = encoder.encode(`idempotency-kit fingerprint ${FINGERPRINT_VERSION}`)
 /** The first field, its length included: the same for every request. */

@@ -30,6 +30,8 @@ export interface MemoryStoreOptions {
   readonly clockOffset?: ClockOffset
 }
 
+/** Read once: a getter call per clock read otherwise, and it never changes. */
+const TIME_ORIGIN = performance.timeOrigin
 /** The record format this code reads and writes; any other is undecodable, never "no record". */
 const FORMAT = 1
 /** A rough per-record cost of the object, the map entry and the expiry heap slot. */
@@ -237,7 +239,7 @@ export class MemoryStore implements Store {
 
   /** Monotonic: `performance.now()` never steps back when the wall clock is adjusted. */
   private now(): number {
-    return performance.timeOrigin + performance.now() + this.clockOffset()
+    return TIME_ORIGIN + performance.now() + this.clockOffset()
   }
 
   /** The live record under `key`; an expired one is dropped on the way. */
@@ -339,8 +341,8 @@ class KeptResponse implements StoredResponse {
   /** Name, value, name, value… */
   readonly headerList: string[]
   private frozen: ReadonlyArray<readonly [string, string]> | undefined
-  /** The body is `slab[bodyAt, bodyAt + bodyLength)`. */
-  readonly slab: Uint8Array
+  /** The body is `slab.bytes[bodyAt, bodyAt + bodyLength)`. */
+  readonly slab: Slab
   readonly bodyAt: number
   readonly bodyLength: number
 
@@ -374,7 +376,7 @@ class KeptResponse implements StoredResponse {
   get body(): Uint8Array {
     const length = this.bodyLength
     const copy = new Uint8Array(length)
-    copy.set(this.slab.subarray(this.bodyAt, this.bodyAt + length))
+    copy.set(this.slab.bytes.subarray(this.bodyAt, this.bodyAt + length))
     return copy
   }
 
@@ -397,19 +399,28 @@ function handOut(response: KeptResponse | null): StoredResponse {
 const SLAB_MAX_BODY = 2 * 1024
 /** The slab size, unless 1/32 of `maxBytes` is smaller. */
 const SLAB_BYTES = 32 * 1024
-const EMPTY = new Uint8Array(0)
+
+/** One shared buffer of small bodies, and how many of them are still held. */
+class Slab {
+  /** Live bodies in it. */
+  live = 0
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** Where bodies of no bytes are kept; large bodies get a slab of their own. Neither is counted in `slack`. */
+const NO_SLAB = new Slab(new Uint8Array(0))
 
 /**
  * Copies of small bodies, packed into shared slabs: a buffer per stored body costs the garbage collector far more
  * than the copy (the memory store keeps every body for a day). A slab is freed once all its bodies are; no view
  * into it leaves the store (a hand-out copies). What slabs hold beyond their live bodies (`slack`) counts toward
- * `maxBytes`, so one long-lived body pinning a slab of expired ones cannot grow memory past the bound.
+ * `maxBytes`, so one long-lived body pinning a slab of expired ones cannot grow memory past the bound. Each slab
+ * counts its own live bodies: no map lookup per body stored or freed.
  */
 class BodySlabs {
-  #slab = EMPTY
+  /** The slab being filled. */
+  #slab = NO_SLAB
   #at = 0
-  /** Live bodies per slab still held (the current one included). */
-  readonly #live = new Map<Uint8Array, number>()
   /** Bytes of the slabs held minus the bytes of the live bodies in them. */
   slack = 0
   /** Where in the slab `place` returned the body starts. */
@@ -423,39 +434,35 @@ class BodySlabs {
   }
 
   /** Forgets a kept body; its slab goes once it holds no live body and is not the one being filled. */
-  free(response: { readonly slab: Uint8Array; readonly bodyLength: number }): void {
-    const count = this.#live.get(response.slab)
-    if (count === undefined) return
+  free(response: { readonly slab: Slab; readonly bodyLength: number }): void {
+    const slab = response.slab
+    // Not a shared slab (empty or large body): nothing was counted.
+    if (slab.live === 0) return
+    slab.live -= 1
     this.slack += response.bodyLength
-    if (count > 1 || response.slab === this.#slab) this.#live.set(response.slab, count - 1)
-    else this.#drop(response.slab)
+    if (slab.live === 0 && slab !== this.#slab) this.slack -= slab.bytes.byteLength
   }
 
-  #drop(slab: Uint8Array): void {
-    this.#live.delete(slab)
-    this.slack -= slab.byteLength
-  }
-
-  /** Copies `body` into a slab (or a buffer of its own when large) and returns that; it starts at `placedAt`. */
-  place(body: Uint8Array): Uint8Array {
+  /** Copies `body` into a slab (a slab of its own when large) and returns that; it starts at `placedAt`. */
+  place(body: Uint8Array): Slab {
     const length = body.byteLength
     this.placedAt = 0
-    if (length === 0) return EMPTY
-    if (length > this.#maxBody) return new Uint8Array(body)
-    if (this.#at + length > this.#slab.byteLength) {
-      const previous = this.#slab
-      this.#slab = new Uint8Array(this.#slabBytes)
+    if (length === 0) return NO_SLAB
+    if (length > this.#maxBody) return new Slab(new Uint8Array(body))
+    let slab = this.#slab
+    if (this.#at + length > slab.bytes.byteLength) {
+      // The slab filled so far goes now if every body in it was freed meanwhile.
+      if (slab !== NO_SLAB && slab.live === 0) this.slack -= slab.bytes.byteLength
+      slab = new Slab(new Uint8Array(this.#slabBytes))
+      this.#slab = slab
       this.#at = 0
-      this.#live.set(this.#slab, 0)
       this.slack += this.#slabBytes
-      if (this.#live.get(previous) === 0) this.#drop(previous)
     }
-    const slab = this.#slab
     const at = this.#at
-    slab.set(body, at)
+    slab.bytes.set(body, at)
     this.#at = at + length
     this.placedAt = at
-    this.#live.set(slab, (this.#live.get(slab) ?? 0) + 1)
+    slab.live += 1
     this.slack -= length
     return slab
   }
