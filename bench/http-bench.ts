@@ -1,4 +1,6 @@
-// The HTTP benchmark: spawns one subject server at a time and drives it with autocannon from this process.
+// The HTTP benchmark: spawns one subject server at a time (beside its baseline's) and drives them with autocannon
+// from this process. A subject and its baseline are loaded in turns, slice by slice, so that the ratio between them
+// is taken under the same machine conditions: on a shared machine the speed drifts by ±30% within minutes.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
@@ -6,7 +8,7 @@ import autocannon, { type AutocannonRequest } from 'autocannon'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { SLOW_GATEWAY_MS } from './bench-app.js'
-import type { Subject } from './subjects.js'
+import { SUBJECTS, type Subject } from './subjects.js'
 
 /** The repository root: servers run from here so the source condition resolves. */
 export const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url))
@@ -35,6 +37,21 @@ export interface HttpRow {
   readonly non_2xx: number
   readonly errors: number
   readonly status_codes: Readonly<Record<string, number>>
+  /**
+   * The subject's baseline as measured in turns with this row (absent for the baselines themselves and for the
+   * slow scenario): what this row's ratios divide by.
+   */
+  readonly paired_baseline?: PairedBaseline
+}
+
+/** A baseline measured slice by slice in turns with a subject. */
+export interface PairedBaseline {
+  readonly id: string
+  readonly requests: number
+  readonly rps: number
+  readonly p50_ms: number
+  readonly p99_ms: number
+  readonly cpu_us_per_req: number
 }
 
 export interface HttpBenchOptions {
@@ -45,6 +62,11 @@ export interface HttpBenchOptions {
   /** Seconds of warm-up load before each throughput scenario (not measured). */
   readonly warmupS: number
   readonly connections: number
+  /**
+   * Slices a subject's measurement is cut into, each followed (or preceded, in turn) by a slice of its baseline;
+   * default 5. Both get `durationS` in all.
+   */
+  readonly slices?: number
   /** Concurrent duplicates in the slow scenario. */
   readonly duplicates: number
   readonly runs: number
@@ -220,12 +242,21 @@ export async function runHttpBench(options: HttpBenchOptions): Promise<HttpRow[]
         BENCH_PG_URL: options.postgresUrl,
         BENCH_PG_SCHEMA: schema,
       })
+      const baselineSubject = SUBJECTS.find((s) => s.id === subject.baseline && s.id !== subject.id)
+      const baseline = baselineSubject === undefined ? undefined : await startServer(baselineSubject, {})
       try {
         for (const scenario of options.scenarios) {
-          log(`run ${run} ${subject.id} ${scenario}`)
-          rows.push(await measure(server, subject, scenario, run, `${tag}-${scenario}`, options))
+          log(
+            `run ${run} ${subject.id}${baseline === undefined ? '' : ` (in turns with ${subject.baseline})`} ${scenario}`,
+          )
+          const measured =
+            baseline === undefined || scenario === 'concurrent-slow'
+              ? await measure(server, subject, scenario, run, `${tag}-${scenario}`, options)
+              : await measurePaired(server, baseline, subject, scenario, run, `${tag}-${scenario}`, options)
+          rows.push(measured)
         }
       } finally {
+        await baseline?.stop()
         await server.stop()
         if (subject.store === 'redis') await purgeRedis(options.redisUrl, prefix)
         if (subject.store === 'postgres') {
@@ -291,6 +322,133 @@ async function measure(
     non_2xx: result.non2xx,
     errors: result.errors + result.timeouts,
     status_codes: statusCodes,
+  }
+}
+
+/** One slice of load on one server. */
+interface Slice {
+  readonly duration: number
+  readonly requests: number
+  readonly non2xx: number
+  readonly errors: number
+  readonly p50: number
+  readonly p99: number
+  readonly statusCodes: Record<string, number>
+}
+
+async function slice(url: string, nextKey: () => string, connections: number, seconds: number): Promise<Slice> {
+  const result = await load(url, nextKey, { connections, duration: seconds })
+  const statusCodes: Record<string, number> = {}
+  for (const [code, { count }] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = count
+  return {
+    duration: result.duration,
+    requests: result['2xx'] + result.non2xx,
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    statusCodes,
+  }
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
+/** What a server's slices add up to: requests/s over their summed time, the median of their p50 and p99. */
+function totals(slices: readonly Slice[]) {
+  const duration = slices.reduce((a, s) => a + s.duration, 0)
+  const requests = slices.reduce((a, s) => a + s.requests, 0)
+  const statusCodes: Record<string, number> = {}
+  for (const s of slices)
+    for (const [code, n] of Object.entries(s.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n
+  return {
+    duration,
+    requests,
+    rps: duration === 0 ? 0 : requests / duration,
+    p50: median(slices.map((s) => s.p50)),
+    p99: median(slices.map((s) => s.p99)),
+    non2xx: slices.reduce((a, s) => a + s.non2xx, 0),
+    errors: slices.reduce((a, s) => a + s.errors, 0),
+    statusCodes,
+  }
+}
+
+/**
+ * A throughput scenario on `server` in turns with its baseline: both primed and warmed alike, then `slices` rounds
+ * of one slice each, the order swapped every round (S B, B S, S B…) so that neither always goes first. Server CPU and
+ * round trips are the counters' change over the whole alternation (a server is idle while the other is loaded).
+ */
+async function measurePaired(
+  server: RunningServer,
+  baseline: RunningServer,
+  subject: Subject,
+  scenario: Exclude<Scenario, 'concurrent-slow'>,
+  run: number,
+  tag: string,
+  options: HttpBenchOptions,
+): Promise<HttpRow> {
+  const pool =
+    scenario === 'mixed' ? Array.from({ length: options.mixedPool ?? 512 }, (_, i) => `${tag}-p${i}`) : [`${tag}-k`]
+  const both = [server, baseline]
+  if (scenario === 'replay' || scenario === 'mixed') for (const s of both) await prime(s.url, pool, options.connections)
+  if (options.warmupS > 0) {
+    for (const s of both) {
+      await load(s.url, keysFor(scenario, `${tag}-w`, pool), {
+        connections: options.connections,
+        duration: options.warmupS,
+      })
+    }
+  }
+  const rounds = Math.max(1, options.slices ?? 5)
+  const seconds = options.durationS / rounds
+  const keys = [keysFor(scenario, tag, pool), keysFor(scenario, `${tag}-b`, pool)] as const
+  const slices: [Slice[], Slice[]] = [[], []]
+  const before = [await server.stats(), await baseline.stats()] as const
+  for (let round = 0; round < rounds; round++) {
+    for (const which of round % 2 === 0 ? ([0, 1] as const) : ([1, 0] as const)) {
+      slices[which].push(await slice((both[which] as RunningServer).url, keys[which], options.connections, seconds))
+    }
+  }
+  // In-flight completions (a store write after the response) land a moment later.
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const after = [await server.stats(), await baseline.stats()] as const
+  const cpuPerRequest = (which: 0 | 1) => {
+    const served = after[which].requests - before[which].requests
+    return served === 0 ? 0 : round((after[which].cpuMicros - before[which].cpuMicros) / served, 1)
+  }
+  const mine = totals(slices[0])
+  const theirs = totals(slices[1])
+  const served = after[0].requests - before[0].requests
+  return {
+    run,
+    scenario,
+    subject: subject.subject,
+    store: subject.store,
+    framework: subject.framework,
+    id: subject.id,
+    connections: options.connections,
+    duration_s: round(mine.duration, 3),
+    requests: mine.requests,
+    rps: round(mine.rps, 1),
+    p50_ms: mine.p50,
+    p99_ms: mine.p99,
+    round_trips: served === 0 ? 0 : round((after[0].roundTrips - before[0].roundTrips) / served, 3),
+    cpu_us_per_req: cpuPerRequest(0),
+    executions: after[0].attempts - before[0].attempts,
+    non_2xx: mine.non2xx,
+    errors: mine.errors,
+    status_codes: mine.statusCodes,
+    paired_baseline: {
+      id: subject.baseline,
+      requests: theirs.requests,
+      rps: round(theirs.rps, 1),
+      p50_ms: theirs.p50,
+      p99_ms: theirs.p99,
+      cpu_us_per_req: cpuPerRequest(1),
+    },
   }
 }
 

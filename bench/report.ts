@@ -74,7 +74,9 @@ export function machineFacts(): MachineFacts {
 export function withRatios(rows: readonly HttpRow[]): ResultRow[] {
   return rows.map((row) => {
     const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
-    const base = rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
+    // The baseline measured in turns with this row when there is one; else the baseline's own row of this run.
+    const base =
+      row.paired_baseline ?? rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
     const slow = row.scenario === 'concurrent-slow'
     const ratio = base === undefined || base.rps === 0 ? null : Math.round((row.rps / base.rps) * 1000) / 1000
     const cpu =
@@ -101,14 +103,43 @@ export function meanOf(
 
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
 
-/** Judges the issue's targets on this run (ratios between subjects of the same run, means over runs). */
+/**
+ * One subject against its baseline, as the mean over runs of each run's ratio. A row measured in turns with its
+ * baseline is divided by that paired measurement (requests/s and p99: the row's over the baseline's; server CPU:
+ * the baseline's over the row's, so that higher is better for both); a row without one by the baseline's own row.
+ */
+export function ratioToBaseline(
+  rows: readonly ResultRow[],
+  id: string,
+  scenario: Scenario,
+  field: 'rps' | 'p99_ms' | 'cpu_us_per_req',
+): number {
+  const ratios = rows
+    .filter((r) => r.id === id && r.scenario === scenario)
+    .map((row) => {
+      const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
+      const base =
+        row.paired_baseline ?? rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
+      if (base === undefined) return Number.NaN
+      return field === 'cpu_us_per_req' ? base[field] / row[field] : row[field] / base[field]
+    })
+  return mean(ratios)
+}
+
+/**
+ * Judges the issue's targets on this run. A subject is compared with its baseline measured in turns with it; two
+ * subjects (the kit and a peer) by their ratios to their baselines, so machine drift between them cancels out.
+ */
 export function judgeTargets(rows: readonly ResultRow[], engine: readonly EngineRow[]): Target[] {
   const targets: Target[] = []
-  const ratio = (a: string, b: string, s: Scenario, f: 'rps' | 'p99_ms' = 'rps') =>
-    meanOf(rows, a, s, f) / meanOf(rows, b, s, f)
-  // The same comparison by server CPU per request (b's over a's): what the ratio would be on a CPU-bound server.
-  const cpu = (a: string, b: string, s: Scenario) =>
-    `; server CPU: ${fmt(meanOf(rows, b, s, 'cpu_us_per_req') / meanOf(rows, a, s, 'cpu_us_per_req'))}×`
+  const baselineOf = (id: string) => SUBJECTS.find((x) => x.id === id)?.baseline
+  // a over b: against its own baseline directly, else through both subjects' ratios to their baselines.
+  const ratio = (a: string, b: string, s: Scenario, f: 'rps' | 'p99_ms' | 'cpu_us_per_req' = 'rps') =>
+    baselineOf(a) === b
+      ? ratioToBaseline(rows, a, s, f)
+      : ratioToBaseline(rows, a, s, f) / ratioToBaseline(rows, b, s, f)
+  // The same comparison by server CPU per request: what the ratio would be on a CPU-bound server.
+  const cpu = (a: string, b: string, s: Scenario) => `; server CPU: ${fmt(ratio(a, b, s, 'cpu_us_per_req'))}×`
   const judge = (target: string, value: number, ok: (v: number) => boolean, measured: string) =>
     targets.push({ target, measured, met: Number.isFinite(value) ? ok(value) : null })
   for (const s of ['unique', 'replay'] as const) {
@@ -231,17 +262,19 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
     if (rows.length === 0) continue
     lines.push('', `### ${SCENARIO_NAMES[scenario]}`, '')
     lines.push(
-      '| subject | store | framework | run | req/s | × baseline | server CPU µs/req | × baseline (CPU) | p50 ms | p99 ms | round trips / req | executions | statuses |',
-      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      '| subject | store | framework | run | req/s | baseline req/s, in turns | × baseline | server CPU µs/req | × baseline (CPU) | p50 ms | p99 ms | baseline p99 ms | round trips / req | executions | statuses |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     )
     for (const r of rows) {
       const statuses = Object.entries(r.status_codes)
         .map(([c, n]) => `${c}: ${n}`)
         .join(', ')
       lines.push(
-        `| ${r.subject} | ${r.store} | ${r.framework} | ${r.run} | ${Math.round(r.rps)} | ${r.ratio_to_baseline ?? '–'} | ` +
+        `| ${r.subject} | ${r.store} | ${r.framework} | ${r.run} | ${Math.round(r.rps)} | ` +
+          `${r.paired_baseline === undefined ? '–' : Math.round(r.paired_baseline.rps)} | ${r.ratio_to_baseline ?? '–'} | ` +
           `${r.cpu_us_per_req} | ${r.cpu_ratio_to_baseline ?? '–'} | ` +
-          `${r.p50_ms} | ${r.p99_ms} | ${r.round_trips} | ${r.executions} | ${statuses}${r.errors > 0 ? `, errors: ${r.errors}` : ''} |`,
+          `${r.p50_ms} | ${r.p99_ms} | ${r.paired_baseline?.p99_ms ?? '–'} | ` +
+          `${r.round_trips} | ${r.executions} | ${statuses}${r.errors > 0 ? `, errors: ${r.errors}` : ''} |`,
       )
     }
   }

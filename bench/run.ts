@@ -50,10 +50,17 @@ const options = {
   connections: 32,
   duplicates: 100,
   runs: Number(value('runs') ?? (quick ? 1 : 2)),
+  // Each subject in turns with its baseline: this many slices of each, of duration / slices seconds.
+  slices: Number(value('slices') ?? (quick ? 2 : 5)),
   engineSeconds: Number(value('engine-seconds') ?? (quick ? 1 : 3)),
 }
 // Only a full run (every subject, the default durations) may become the committed results.
-const full = !quick && only === undefined && value('duration') === undefined && value('runs') === undefined
+const full =
+  !quick &&
+  only === undefined &&
+  value('duration') === undefined &&
+  value('runs') === undefined &&
+  value('slices') === undefined
 const out = value('out') ?? (full ? join(REPO_ROOT, 'bench/results/latest.json') : join(tmpdir(), 'bench-latest.json'))
 
 /** Writes the chart and the generated block of docs/BENCHMARKS.md from a results file's content. */

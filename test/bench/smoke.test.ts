@@ -17,6 +17,7 @@ describe('bench harness smoke run', () => {
       durationS: 0.3,
       warmupS: 0,
       connections: 8,
+      slices: 2,
       duplicates: 20,
       runs: 1,
       mixedPool: 32,
@@ -38,6 +39,13 @@ describe('bench harness smoke run', () => {
       expect(row.requests).toBeGreaterThan(0)
       expect(Number.isFinite(row.rps) && row.rps > 0).toBe(true)
       expect(row.p99_ms).toBeGreaterThanOrEqual(row.p50_ms)
+      // Every throughput row was measured in turns with its baseline, which answered too; the slow one alone.
+      if (row.scenario === 'concurrent-slow') expect(row.paired_baseline).toBeUndefined()
+      else {
+        expect(row.paired_baseline?.id).toBe('baseline-kit-json')
+        expect(row.paired_baseline?.requests).toBeGreaterThan(0)
+        expect(row.paired_baseline?.cpu_us_per_req).toBeGreaterThan(0)
+      }
     }
     const by = (id: string, scenario: string) => rows.find((r) => r.id === id && r.scenario === scenario)!
     for (const id of ['kit-memory', 'kit-redis']) {
@@ -62,6 +70,9 @@ describe('bench harness smoke run', () => {
     for (const r of engine.rows) expect(r.decisions_per_s).toBeGreaterThan(0)
 
     const runs = withRatios(rows)
+    // A ratio divides by the baseline measured in turns with the row.
+    const paired = runs.find((r) => r.id === 'kit-memory' && r.scenario === 'unique')!
+    expect(paired.ratio_to_baseline).toBeCloseTo(paired.rps / paired.paired_baseline!.rps, 2)
     const results: Results = {
       timestamp: new Date().toISOString(),
       machine: machineFacts(),
