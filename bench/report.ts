@@ -280,6 +280,14 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
   }
   if (results.engine.rows.length > 0) {
     lines.push('', '### In-process engine (no HTTP)', '')
+    const pinned = results.options.engine_pinned_to_cpu
+    if (typeof pinned === 'number') {
+      lines.push(
+        `Pinned to CPU ${pinned} with \`taskset\`: every thread of the process (the collector's helpers too) shares ` +
+          'that one core, so decisions per CPU-second are decisions per second on one core.',
+        '',
+      )
+    }
     lines.push(
       '| store | path | body | in flight | decisions/s (wall) | decisions per CPU-second |',
       '| --- | --- | --- | --- | --- | --- |',

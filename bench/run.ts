@@ -1,7 +1,7 @@
 // `npm run bench`: every subject over HTTP, one at a time, then the in-process engine and its CPU profile.
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { EngineRow, RedisFloorRow } from './engine-bench.js'
 import { REPO_ROOT, runHttpBench, type Scenario } from './http-bench.js'
@@ -78,12 +78,31 @@ function writeDocs(results: Results): void {
   log('wrote docs/BENCHMARKS.md and docs/benchmarks-chart.svg')
 }
 
+/**
+ * The CPU the engine benchmark is pinned to, with `taskset`, where there is one (Linux): "per second on one core"
+ * taken literally, the collector's helper threads share that core instead of adding another's time.
+ */
+function pinnedCpu(): number | null {
+  if (process.platform !== 'linux') return null
+  try {
+    execFileSync('taskset', ['--version'], { stdio: 'ignore' })
+    return cpus().length - 1
+  } catch {
+    return null
+  }
+}
+const engineCpu = pinnedCpu()
+
 /** Runs a bench script in its own process (optionally under --cpu-prof) and parses its one JSON line. */
 function child<T>(script: string, scriptArgs: string[], profileDir?: string): Promise<T> {
   const node = ['--conditions=idempotency-kit-source', '--import', 'tsx']
   if (profileDir !== undefined) node.unshift('--cpu-prof', `--cpu-prof-dir=${profileDir}`)
+  const [command, args] =
+    engineCpu === null
+      ? [process.execPath, [...node, script, ...scriptArgs]]
+      : ['taskset', ['-c', String(engineCpu), process.execPath, ...node, script, ...scriptArgs]]
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [...node, script, ...scriptArgs], {
+    const proc = spawn(command, args, {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'inherit'],
     })
@@ -164,7 +183,7 @@ const results: Results = {
   machine,
   node: process.version,
   quiet: flag('quiet-machine'),
-  options: { ...options, scenarios, subjects: subjects.map((s) => s.id), full },
+  options: { ...options, scenarios, subjects: subjects.map((s) => s.id), full, engine_pinned_to_cpu: engineCpu },
   // Each server loads the sources when it starts: a commit landing mid-run splits the subjects between two.
   revision: { at_start: atStart, at_end: revision() },
   runs,
