@@ -18,6 +18,7 @@ export function barChartSvg(
   series: readonly string[],
   groups: readonly ChartGroup[],
   unit: string,
+  format: (value: number) => string = (value) => Math.round(value).toLocaleString('en-US'),
 ): string {
   const labelWidth = 300
   const plotWidth = 520
@@ -55,7 +56,7 @@ export function barChartSvg(
       const w = Math.max(1, (value / max) * plotWidth)
       parts.push(
         `<rect x="${labelWidth}" y="${y}" width="${w.toFixed(1)}" height="${bar - 2}" fill="${COLORS[i % COLORS.length]}"/>`,
-        `<text x="${(labelWidth + w + 4).toFixed(1)}" y="${y + bar - 3}">${Math.round(value).toLocaleString('en-US')}</text>`,
+        `<text x="${(labelWidth + w + 4).toFixed(1)}" y="${y + bar - 3}">${escapeXml(format(value))}</text>`,
       )
     })
   })

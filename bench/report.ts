@@ -192,19 +192,23 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
   return targets
 }
 
-/** The chart: mean requests/s per subject for the three throughput scenarios. */
+/**
+ * The chart: each guarded subject's throughput as a multiple of its framework's unguarded route measured in turns
+ * with it (mean over runs). Raw requests/s of subjects measured minutes apart would chart the machine's drift.
+ */
 export function chartSvg(results: Results): string {
   const scenarios: Scenario[] = ['unique', 'replay', 'mixed']
-  const ids = SUBJECTS.filter((s) => results.runs.some((r) => r.id === s.id))
+  const ids = SUBJECTS.filter((s) => s.baseline !== s.id && results.runs.some((r) => r.id === s.id))
   const groups = ids.map((s) => ({
     label: `${s.framework === 'fastify' ? 'Fastify · ' : ''}${s.subject}${s.store === 'none' ? '' : ` (${s.store})`}`,
-    values: scenarios.map((sc) => meanOf(results.runs, s.id, sc, 'rps')),
+    values: scenarios.map((sc) => ratioToBaseline(results.runs, s.id, sc, 'rps')),
   }))
   return barChartSvg(
-    `Requests/s on the demo route, mean of ${new Set(results.runs.map((r) => r.run)).size} runs (${results.timestamp})`,
+    `Throughput × the unguarded route, in turns, mean of ${new Set(results.runs.map((r) => r.run)).size} runs (${results.timestamp})`,
     ['unique keys', 'same completed key', '50% duplicates'],
     groups,
-    'requests per second (higher is better); 32 connections, loopback, one subject at a time',
+    '1.00× = the same framework, no idempotency, measured in turns (higher is better); 32 connections',
+    (value) => `${value.toFixed(2)}×`,
   )
 }
 
@@ -240,9 +244,9 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
   }
   if (!results.quiet) {
     lines.push(
-      '> **These numbers were taken on a shared, busy machine** (other test suites were running on its two cores).',
-      '> Ratios within one run are comparable; absolute numbers are not. Regenerate on a quiet machine with',
-      '> `npm run bench` before quoting them.',
+      '> **These numbers were taken on a shared machine** whose speed drifts from minute to minute (other work may',
+      '> have run on its cores). Ratios taken in turns within one run are comparable; absolute numbers are not.',
+      '> Regenerate on your own machine with `npm run bench` before quoting them.',
       '',
     )
   }
