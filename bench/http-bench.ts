@@ -4,7 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import autocannon, { type AutocannonRequest } from 'autocannon'
+import autocannon, { type AutocannonRequest, type AutocannonResult } from 'autocannon'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { SLOW_GATEWAY_MS } from './bench-app.js'
@@ -300,16 +300,9 @@ async function measure(
   const after = await server.stats()
   if (slow) await server.post('/__bench/slow?on=0')
   const served = after.requests - before.requests
-  const statusCodes: Record<string, number> = {}
-  for (const [code, { count }] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = count
   const total = result['2xx'] + result.non2xx
   return {
-    run,
-    scenario,
-    subject: subject.subject,
-    store: subject.store,
-    framework: subject.framework,
-    id: subject.id,
+    ...rowOf(subject, run, scenario),
     connections,
     duration_s: round(result.duration, 3),
     requests: total,
@@ -321,8 +314,26 @@ async function measure(
     executions: after.attempts - before.attempts,
     non_2xx: result.non2xx,
     errors: result.errors + result.timeouts,
-    status_codes: statusCodes,
+    status_codes: statusCodesOf(result),
   }
+}
+
+/** What names a row: the run, the scenario and the subject. */
+function rowOf(subject: Subject, run: number, scenario: Scenario) {
+  return {
+    run,
+    scenario,
+    subject: subject.subject,
+    store: subject.store,
+    framework: subject.framework,
+    id: subject.id,
+  }
+}
+
+function statusCodesOf(result: AutocannonResult): Record<string, number> {
+  const codes: Record<string, number> = {}
+  for (const [code, { count }] of Object.entries(result.statusCodeStats ?? {})) codes[code] = count
+  return codes
 }
 
 /** One slice of load on one server. */
@@ -338,8 +349,6 @@ interface Slice {
 
 async function slice(url: string, nextKey: () => string, connections: number, seconds: number): Promise<Slice> {
   const result = await load(url, nextKey, { connections, duration: seconds })
-  const statusCodes: Record<string, number> = {}
-  for (const [code, { count }] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = count
   return {
     duration: result.duration,
     requests: result['2xx'] + result.non2xx,
@@ -347,7 +356,7 @@ async function slice(url: string, nextKey: () => string, connections: number, se
     errors: result.errors + result.timeouts,
     p50: result.latency.p50,
     p99: result.latency.p99,
-    statusCodes,
+    statusCodes: statusCodesOf(result),
   }
 }
 
@@ -423,12 +432,7 @@ async function measurePaired(
   const theirs = totals(slices[1])
   const served = after[0].requests - before[0].requests
   return {
-    run,
-    scenario,
-    subject: subject.subject,
-    store: subject.store,
-    framework: subject.framework,
-    id: subject.id,
+    ...rowOf(subject, run, scenario),
     connections: options.connections,
     duration_s: round(mine.duration, 3),
     requests: mine.requests,
