@@ -65,6 +65,30 @@ class MemoryRecord {
     /** This record's share of `maxBytes`. */
     public bytes: number,
   ) {}
+
+  /** What a token-guarded write leaves in its place: the same key, scope, fence and owner, the rest as given. */
+  succeededBy(
+    state: RecordState,
+    fingerprint: string,
+    leaseDeadline: number,
+    expiresAt: number,
+    response: KeptResponse | null,
+    bytes: number,
+  ): MemoryRecord {
+    return new MemoryRecord(
+      this.key,
+      this.scope,
+      state,
+      this.fence,
+      fingerprint,
+      this.token,
+      this.takeover,
+      leaseDeadline,
+      expiresAt,
+      response,
+      bytes,
+    )
+  }
 }
 
 /**
@@ -168,22 +192,11 @@ export class MemoryStore implements Store {
     const plan = planWrite('release', this.read(input.key, now) ?? null, input.token)
     if (plan.kind === 'answer') return plan.result
     const { record } = plan
+    const bytes = sizeOf(record.key, '', record.token, null)
     this.write(
       now,
       record,
-      new MemoryRecord(
-        record.key,
-        record.scope,
-        'released',
-        record.fence,
-        '',
-        record.token,
-        record.takeover,
-        record.leaseDeadline,
-        now + input.retentionMs,
-        null,
-        sizeOf(record.key, '', record.token, null),
-      ),
+      record.succeededBy('released', '', record.leaseDeadline, now + input.retentionMs, null, bytes),
     )
     return true
   }
@@ -194,22 +207,11 @@ export class MemoryStore implements Store {
     if (plan.kind === 'answer') return plan.result
     const { record } = plan
     const leaseDeadline = now + input.leaseMs
+    const expiresAt = leaseDeadline + input.retentionMs
     this.write(
       now,
       record,
-      new MemoryRecord(
-        record.key,
-        record.scope,
-        record.state,
-        record.fence,
-        record.fingerprint,
-        record.token,
-        record.takeover,
-        leaseDeadline,
-        leaseDeadline + input.retentionMs,
-        record.response,
-        record.bytes,
-      ),
+      record.succeededBy(record.state, record.fingerprint, leaseDeadline, expiresAt, record.response, record.bytes),
     )
     return true
   }
