@@ -13,7 +13,7 @@ import { bodyParserProblem } from '../../core/problem.js'
 import { createIdempotency } from '../../create-idempotency.js'
 import { routeHeaders } from '../node/capture-response.js'
 import { NodeEngineRequest } from '../node/engine-request.js'
-import { sendResponse } from '../node/send-response.js'
+import { groupHeaders, sendResponse } from '../node/send-response.js'
 import { type TappedBody, tappedBytes, tapRawBody } from './raw-body-tap.js'
 
 declare module 'fastify' {
@@ -96,16 +96,9 @@ function stateOf(request: FastifyRequest, owner: symbol): RequestState | undefin
   return state?.owner === owner ? state : undefined
 }
 
-/** Headers grouped by lower-cased name, in order, for `reply.headers`; Fastify computes Content-Length itself. */
-function groupHeaders(headers: HttpResponse['headers']): Record<string, string | string[]> {
-  const grouped: Record<string, string | string[]> = {}
-  for (const [raw, value] of headers) {
-    const name = raw.toLowerCase()
-    if (name === 'content-length') continue
-    const seen = grouped[name]
-    grouped[name] = seen === undefined ? value : [...(Array.isArray(seen) ? seen : [seen]), value]
-  }
-  return grouped
+/** An engine response's headers for `reply.headers`: Fastify computes Content-Length itself. */
+function replyHeaders(response: HttpResponse): Record<string, string | string[]> {
+  return groupHeaders(response.headers, 'content-length')
 }
 
 function toBuffer(body: Uint8Array): Buffer {
@@ -114,7 +107,7 @@ function toBuffer(body: Uint8Array): Buffer {
 
 /** Writes an engine response (a replay or a rejection) through the reply, so onSend hooks such as compression run. */
 function respond(reply: FastifyReply, response: HttpResponse): void {
-  const headers = groupHeaders(response.headers)
+  const headers = replyHeaders(response)
   if (headers['content-type'] === undefined && response.body.byteLength > 0) {
     // reply.send(Buffer) would add application/octet-stream: a header the first response did not have.
     reply.hijack()
@@ -128,7 +121,7 @@ function respond(reply: FastifyReply, response: HttpResponse): void {
 
 /** Puts `response` in place of the payload, inside `onSend`; answers the new payload. */
 function replacePayload(reply: FastifyReply, response: HttpResponse): Buffer {
-  const headers = groupHeaders(response.headers)
+  const headers = replyHeaders(response)
   if (headers['content-encoding'] === undefined && reply.hasHeader('content-encoding')) {
     // An earlier onSend hook encoded what it was given; these bytes are not encoded.
     reply.removeHeader('content-encoding')
