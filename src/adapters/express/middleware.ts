@@ -1,5 +1,4 @@
 /** `idempotency()` for Express 4 and 5: translate the request, ask the engine, render, capture. */
-import type { IncomingMessage } from 'node:http'
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express'
 import type { Decision, Idempotency } from '../../core/engine.js'
 import { IdempotencyConfigError } from '../../core/errors.js'
@@ -9,7 +8,7 @@ import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
 import { createIdempotency } from '../../create-idempotency.js'
 import { captureResponse, interceptOnPrototype, type ResponseMethods } from '../node/capture-response.js'
-import { NodeEngineRequest } from '../node/engine-request.js'
+import { hasBody, NodeEngineRequest } from '../node/engine-request.js'
 import { sendResponse } from '../node/send-response.js'
 import { HANDLED, type Kept, keepBesideRequests, RAW_BODY } from './request-state.js'
 
@@ -29,14 +28,10 @@ export type ExpressIdempotencyOptions = (IdempotencyOptions | { readonly engine:
     readonly scope?: (req: Request) => string | undefined
   }
 
-function hasBody(req: IncomingMessage): boolean {
-  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
-}
-
 function bodyOf(req: Request): FingerprintBody {
   const raw = (req as Kept)[RAW_BODY]
   if (raw !== undefined) return { kind: 'raw', bytes: raw }
-  if (!hasBody(req)) return { kind: 'none' }
+  if (!hasBody(req.headers)) return { kind: 'none' }
   // Fallback: a parsed JSON value (big numbers may already have collapsed; prefer json() from this module).
   if (req.body !== undefined && isJsonMediaType(mediaTypeOf(req.headers['content-type']))) {
     return { kind: 'parsed', value: req.body }

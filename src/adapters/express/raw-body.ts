@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express'
 import { isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import { bodyParserProblem } from '../../core/problem.js'
+import { hasBody } from '../node/engine-request.js'
 import { sendResponse } from '../node/send-response.js'
 import { type Kept, keepBesideRequests, RAW_BODY } from './request-state.js'
 
@@ -153,8 +154,7 @@ export function json(options: JsonOptions = {}): RequestHandler {
       return
     }
     const contentType = req.headers['content-type']
-    const withBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
-    if (options.requireJson && withBody && !isJsonMediaType(mediaTypeOf(contentType))) {
+    if (options.requireJson && hasBody(req.headers) && !isJsonMediaType(mediaTypeOf(contentType))) {
       sendResponse(res, bodyParserProblem(415, 'The request body must be application/json.'))
       return
     }

@@ -1,5 +1,5 @@
 /** `idempotency` for Fastify 5: hooks on each covered route translate to the engine and back; no policy here. */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { fastifyPlugin } from 'fastify-plugin'
 import type { Execution, Idempotency } from '../../core/engine.js'
@@ -12,7 +12,7 @@ import type { IdempotencyOptions, ResolvedRoute, RouteOptions } from '../../core
 import { bodyParserProblem } from '../../core/problem.js'
 import { createIdempotency } from '../../create-idempotency.js'
 import { routeHeaders } from '../node/capture-response.js'
-import { NodeEngineRequest } from '../node/engine-request.js'
+import { hasBody, NodeEngineRequest } from '../node/engine-request.js'
 import { groupHeaders, sendResponse } from '../node/send-response.js'
 import { type TappedBody, tappedBytes, tapRawBody } from './raw-body-tap.js'
 
@@ -84,10 +84,6 @@ const BODY_ERRORS: Readonly<Record<string, readonly [number, string]>> = {
 function asArray<T>(hooks: T | T[] | undefined): T[] {
   if (hooks === undefined) return []
   return Array.isArray(hooks) ? hooks : [hooks]
-}
-
-function hasBody(req: IncomingMessage): boolean {
-  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
 }
 
 /** The state of `request` if `owner` handles it. */
@@ -272,7 +268,7 @@ async function plugin(fastify: FastifyInstance, options: FastifyIdempotencyOptio
   }
 
   function bodyOf(request: FastifyRequest, state: RequestState): FingerprintBody {
-    if (!hasBody(request.raw)) return { kind: 'none' }
+    if (!hasBody(request.raw.headers)) return { kind: 'none' }
     const bytes = tappedBytes(state)
     // Hashed within `handle`, synchronously: nothing needs the chunks after it.
     state.chunks = undefined

@@ -1,5 +1,4 @@
 /** `idempotency()` for Koa 2 and 3: translate the context, ask the engine, render, settle the body, store, send. */
-import type { IncomingMessage } from 'node:http'
 import type { Context, Middleware } from 'koa'
 import type { Execution, Idempotency } from '../../core/engine.js'
 import { IdempotencyConfigError } from '../../core/errors.js'
@@ -8,6 +7,7 @@ import type { Lease } from '../../core/lease.js'
 import type { IdempotencyOptions, RouteOptions } from '../../core/options.js'
 import { createIdempotency } from '../../create-idempotency.js'
 import { captureResponse } from '../node/capture-response.js'
+import { hasBody } from '../node/engine-request.js'
 import { clearRouteHeaders, renderResponse, type Settled, settleResponse, snapshotHeaders } from './koa-response.js'
 
 /** What the middleware adds to `ctx.state`: the lease while it holds the key. */
@@ -25,10 +25,6 @@ export type KoaIdempotencyOptions = (IdempotencyOptions | { readonly engine: Ide
 const HANDLED = Symbol.for('idempotency-kit.handled')
 const encoder = new TextEncoder()
 
-function hasBody(req: IncomingMessage): boolean {
-  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
-}
-
 function rawOf(value: unknown): FingerprintBody | undefined {
   if (typeof value === 'string') return value === '' ? { kind: 'none' } : { kind: 'raw', bytes: encoder.encode(value) }
   if (value instanceof Uint8Array) return value.byteLength === 0 ? { kind: 'none' } : { kind: 'raw', bytes: value }
@@ -39,7 +35,7 @@ function bodyOf(ctx: Context): FingerprintBody {
   // @koa/bodyparser (and koa-bodyparser) keep the text they parsed as rawBody; `patchNode` puts it on ctx.req.
   const raw = rawOf((ctx.request as { rawBody?: unknown }).rawBody) ?? rawOf((ctx.req as { rawBody?: unknown }).rawBody)
   if (raw !== undefined) return raw
-  if (!hasBody(ctx.req)) return { kind: 'none' }
+  if (!hasBody(ctx.req.headers)) return { kind: 'none' }
   // Fallback: a parsed JSON value (big numbers may already have collapsed).
   const parsed = (ctx.request as { body?: unknown }).body
   if (parsed !== undefined && isJsonMediaType(mediaTypeOf(ctx.get('content-type') || undefined))) {

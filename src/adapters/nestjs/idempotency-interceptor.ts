@@ -8,6 +8,7 @@ import type { FingerprintBody } from '../../core/fingerprint.js'
 import { isJsonMediaType, mediaTypeOf } from '../../core/fingerprint.js'
 import type { HttpResponse } from '../../core/http.js'
 import type { ResolvedRoute, RouteOptions } from '../../core/options.js'
+import { hasBody } from '../node/engine-request.js'
 import { IDEMPOTENT_OPTIONS } from './idempotent.js'
 import { type PlatformResponse, platformResponse } from './platform-response.js'
 
@@ -36,17 +37,13 @@ function bytesOf(value: unknown): Uint8Array | undefined {
   return value instanceof Uint8Array ? value : undefined
 }
 
-function hasBody(req: NestRequest): boolean {
-  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
-}
-
 function bodyOf(req: NestRequest): FingerprintBody {
   const raw =
     bytesOf(req.rawBody) ??
     bytesOf((req as unknown as Record<symbol, unknown>)[RAW_BODY]) ??
     bytesOf((req.raw as Record<symbol, unknown> | undefined)?.[RAW_BODY])
   if (raw !== undefined) return { kind: 'raw', bytes: raw }
-  if (!hasBody(req)) return { kind: 'none' }
+  if (!hasBody(req.headers)) return { kind: 'none' }
   const contentType = req.headers['content-type']
   // Fallback: the parsed JSON value (big numbers may already have collapsed: prefer `rawBody: true`).
   if (

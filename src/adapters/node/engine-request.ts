@@ -35,3 +35,8 @@ export class NodeEngineRequest implements IdempotencyRequest {
     return Array.isArray(value) ? value.join(', ') : value
   }
 }
+
+/** Whether a request carries a body by its headers: chunked, or a Content-Length above 0. */
+export function hasBody(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
+  return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0
+}
