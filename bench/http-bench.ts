@@ -225,6 +225,24 @@ async function prime(url: string, keys: readonly string[], connections: number):
   })
 }
 
+/**
+ * The keys a scenario repeats (512 for the 50% duplicates, one otherwise), completed on each of `servers` first
+ * when the scenario replays them.
+ */
+async function primedPool(
+  servers: readonly RunningServer[],
+  scenario: Scenario,
+  tag: string,
+  options: HttpBenchOptions,
+): Promise<string[]> {
+  const pool =
+    scenario === 'mixed' ? Array.from({ length: options.mixedPool ?? 512 }, (_, i) => `${tag}-p${i}`) : [`${tag}-k`]
+  if (scenario === 'replay' || scenario === 'mixed') {
+    for (const server of servers) await prime(server.url, pool, options.connections)
+  }
+  return pool
+}
+
 /** Runs every (run, subject, scenario) one at a time and returns the rows. */
 export async function runHttpBench(options: HttpBenchOptions): Promise<HttpRow[]> {
   const log = options.log ?? (() => {})
@@ -277,9 +295,7 @@ async function measure(
   options: HttpBenchOptions,
 ): Promise<HttpRow> {
   const slow = scenario === 'concurrent-slow'
-  const pool =
-    scenario === 'mixed' ? Array.from({ length: options.mixedPool ?? 512 }, (_, i) => `${tag}-p${i}`) : [`${tag}-k`]
-  if (scenario === 'replay' || scenario === 'mixed') await prime(server.url, pool, options.connections)
+  const pool = await primedPool([server], scenario, tag, options)
   if (slow) {
     await server.post('/__bench/slow?on=1')
   } else if (options.warmupS > 0) {
@@ -399,10 +415,8 @@ async function measurePaired(
   tag: string,
   options: HttpBenchOptions,
 ): Promise<HttpRow> {
-  const pool =
-    scenario === 'mixed' ? Array.from({ length: options.mixedPool ?? 512 }, (_, i) => `${tag}-p${i}`) : [`${tag}-k`]
   const both = [server, baseline]
-  if (scenario === 'replay' || scenario === 'mixed') for (const s of both) await prime(s.url, pool, options.connections)
+  const pool = await primedPool(both, scenario, tag, options)
   if (options.warmupS > 0) {
     for (const s of both) {
       await load(s.url, keysFor(scenario, `${tag}-w`, pool), {

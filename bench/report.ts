@@ -71,12 +71,19 @@ export function machineFacts(): MachineFacts {
 }
 
 /** Adds each row's ratio to its framework's baseline in the same run and scenario. */
+/** What a row divides by: its baseline measured in turns with it, else that baseline's own row of the run. */
+function baselineOf(
+  rows: readonly HttpRow[],
+  row: HttpRow,
+): Pick<HttpRow, 'rps' | 'p99_ms' | 'cpu_us_per_req'> | undefined {
+  if (row.paired_baseline !== undefined) return row.paired_baseline
+  const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
+  return rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
+}
+
 export function withRatios(rows: readonly HttpRow[]): ResultRow[] {
   return rows.map((row) => {
-    const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
-    // The baseline measured in turns with this row when there is one; else the baseline's own row of this run.
-    const base =
-      row.paired_baseline ?? rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
+    const base = baselineOf(rows, row)
     const slow = row.scenario === 'concurrent-slow'
     const ratio = base === undefined || base.rps === 0 ? null : Math.round((row.rps / base.rps) * 1000) / 1000
     const cpu =
@@ -117,9 +124,7 @@ export function ratioToBaseline(
   const ratios = rows
     .filter((r) => r.id === id && r.scenario === scenario)
     .map((row) => {
-      const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
-      const base =
-        row.paired_baseline ?? rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
+      const base = baselineOf(rows, row)
       if (base === undefined) return Number.NaN
       return field === 'cpu_us_per_req' ? base[field] / row[field] : row[field] / base[field]
     })
