@@ -139,6 +139,37 @@ describe('RedisStore on Redis Cluster', () => {
     for (const key of keys) expect((await store.begin(begin(key))).kind).toBe('replay')
     expect(sent).toEqual(keys.map(() => 'evalsha'))
   })
+
+  it('works over a Cluster client with enableAutoPipelining: concurrent calls on every node, after NOSCRIPT', async () => {
+    const piped = new Cluster(
+      servers.nodes.map((node) => ({ host: node.host, port: node.port })),
+      { enableOfflineQueue: false, enableAutoPipelining: true, redisOptions: { maxRetriesPerRequest: 1 } },
+    )
+    piped.on('error', () => {})
+    try {
+      await new Promise<void>((resolve) => piped.once('ready', () => resolve()))
+      const store = new RedisStore({ client: ioredisClient(piped), prefix: PREFIX })
+      const fresh = Array.from({ length: 30 }, () => randomStorageKey())
+      const owners = fresh.map(() => randomToken())
+      const body = Uint8Array.from([0xff, 0x00, 0xc3, 0x28])
+      const response = { ...RESPONSE, body }
+      await flushScripts()
+      // All in one tick, so ioredis batches them per node; every node answers NOSCRIPT first.
+      const begun = await Promise.all(fresh.map((key, i) => store.begin(begin(key, owners[i]))))
+      expect(begun.map((r) => r.kind)).toEqual(fresh.map(() => 'acquired'))
+      const done = await Promise.all(
+        fresh.map((key, i) => store.complete({ key, token: owners[i] ?? '', response, retentionMs: RETENTION })),
+      )
+      expect(done).toEqual(fresh.map(() => true))
+      const replays = await Promise.all(fresh.map((key) => store.begin(begin(key))))
+      for (const replay of replays) {
+        expect(replay.kind).toBe('replay')
+        if (replay.kind === 'replay') expect(Buffer.from(replay.response.body).equals(Buffer.from(body))).toBe(true)
+      }
+    } finally {
+      piped.disconnect()
+    }
+  })
 })
 
 function begin(key: string, token = randomToken()) {

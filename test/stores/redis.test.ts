@@ -133,6 +133,32 @@ afterAll(() => admin.disconnect())
   })
 }
 
+// ioredis with `enableAutoPipelining`: commands of one tick go out as one pipeline. ioredis 5 loses the command
+// name of `callBuffer` on that path and throws from a timer, so the store must send its scripts another way.
+{
+  const prefix = `idem-test-${RUN}-ioredis-autopipelining`
+  const client = ioredis(REDIS_URL, { enableAutoPipelining: true })
+  describeStoreContract({
+    name: 'redis (ioredis, auto-pipelining)',
+    create: async (clockOffset) => {
+      await ready(client)
+      return new RedisStore({ client: ioredisClient(client), prefix, clockOffset })
+    },
+    createLimited: async (clockOffset, maxRecordsPerScope) => {
+      await ready(client)
+      return new RedisStore({ client: ioredisClient(client), prefix, clockOffset, maxRecordsPerScope })
+    },
+    corrupt: async (_store, key) => {
+      await admin.hset(`${prefix}:${key}`, { v: '99', state: 'in_progress' })
+      await admin.pexpire(`${prefix}:${key}`, RETENTION)
+    },
+    dispose: async () => {
+      await scanDelete(admin, `${prefix}:*`)
+      client.disconnect()
+    },
+  })
+}
+
 // node-redis 5 under RESP2 (its default) and RESP3, where replies are typed differently (S-R-7).
 for (const resp of [2, 3] as const) {
   const prefix = `idem-test-${RUN}-node-redis-resp${resp}`
@@ -553,46 +579,50 @@ describe('RedisStore on Redis', () => {
     })
   })
 
-  describe.each(['ioredis', 'node-redis'] as const)('an unreachable Redis, with %s', (driver) => {
-    it('rejects with unavailable quickly instead of hanging', async () => {
-      const server = await startRedisServer()
-      let close: () => Promise<void> = async () => {}
-      try {
-        let client: RedisClient
-        if (driver === 'ioredis') {
-          const raw = await ready(ioredis(server.url, { retryStrategy: () => 50 }))
-          close = async () => {
-            raw.disconnect()
+  describe.each(['ioredis', 'ioredis (auto-pipelining)', 'node-redis'] as const)(
+    'an unreachable Redis, with %s',
+    (driver) => {
+      it('rejects with unavailable quickly instead of hanging', async () => {
+        const server = await startRedisServer()
+        let close: () => Promise<void> = async () => {}
+        try {
+          let client: RedisClient
+          if (driver !== 'node-redis') {
+            const enableAutoPipelining = driver !== 'ioredis'
+            const raw = await ready(ioredis(server.url, { retryStrategy: () => 50, enableAutoPipelining }))
+            close = async () => {
+              raw.disconnect()
+            }
+            client = ioredisClient(raw)
+          } else {
+            const raw = await nodeRedis(server.url)
+            close = async () => {
+              raw.destroy()
+            }
+            client = nodeRedisClient(raw)
           }
-          client = ioredisClient(raw)
-        } else {
-          const raw = await nodeRedis(server.url)
-          close = async () => {
-            raw.destroy()
+          const store = new RedisStore({ client, prefix })
+          const key = randomStorageKey()
+          expect((await store.begin(begin(key))).kind).toBe('acquired')
+          await server.stop()
+          for (let i = 0; i < 3; i++) {
+            const started = performance.now()
+            const error = await store.begin(begin(key)).then(
+              () => null,
+              (reason: unknown) => reason,
+            )
+            expect(error).toBeInstanceOf(IdempotencyStoreError)
+            expect((error as IdempotencyStoreError).reason).toBe('unavailable')
+            // A bound far above a local round trip, far below any engine deadline: no hang, no queue.
+            expect(performance.now() - started).toBeLessThan(1_000)
           }
-          client = nodeRedisClient(raw)
+        } finally {
+          await close()
+          await server.stop()
         }
-        const store = new RedisStore({ client, prefix })
-        const key = randomStorageKey()
-        expect((await store.begin(begin(key))).kind).toBe('acquired')
-        await server.stop()
-        for (let i = 0; i < 3; i++) {
-          const started = performance.now()
-          const error = await store.begin(begin(key)).then(
-            () => null,
-            (reason: unknown) => reason,
-          )
-          expect(error).toBeInstanceOf(IdempotencyStoreError)
-          expect((error as IdempotencyStoreError).reason).toBe('unavailable')
-          // A bound far above a local round trip, far below any engine deadline: no hang, no queue.
-          expect(performance.now() - started).toBeLessThan(1_000)
-        }
-      } finally {
-        await close()
-        await server.stop()
-      }
-    })
-  })
+      })
+    },
+  )
 
   describe.each(['ioredis', 'node-redis'] as const)('durability with WAIT, with %s', (driver) => {
     let primary: RedisServer
