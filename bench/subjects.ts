@@ -40,6 +40,14 @@ export const SUBJECTS: readonly Subject[] = [
     baseline: 'baseline-kit-json',
   },
   { id: 'kit-redis', subject: 'idempotency-kit', store: 'redis', framework: 'express', baseline: 'baseline-kit-json' },
+  // The same without ioredis's auto-pipelining (its default): what the README's advice to turn it on is worth.
+  {
+    id: 'kit-redis-plain',
+    subject: 'idempotency-kit (no auto-pipelining)',
+    store: 'redis',
+    framework: 'express',
+    baseline: 'baseline-kit-json',
+  },
   {
     id: 'kit-postgres',
     subject: 'idempotency-kit',

@@ -35,11 +35,13 @@ export async function openStore(url: string = DEFAULT_STORE_URL): Promise<Opened
     parsed.searchParams.delete('prefix')
     // Fail fast instead of queueing commands while Redis is away: the engine answers 503 in time. A socket
     // silent for 3 s is dropped and reconnected, or a failover that swallows the old connection never heals.
+    // Auto-pipelining sends the scripts of concurrent requests in one write: far less of Redis's CPU per request.
     const client = new Redis(parsed.toString(), {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       connectTimeout: 1000,
       socketTimeout: 3000,
+      enableAutoPipelining: true,
     })
     client.on('error', () => {})
     // Without an offline queue, commands sent before 'ready' fail: wait for it briefly (503s until it comes).
