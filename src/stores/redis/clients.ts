@@ -58,8 +58,9 @@ export interface IoredisLike {
  * Its `keyPrefix`, if any, is applied by ioredis to script keys too: the store does not add it again.
  * So that an outage rejects instead of queueing, create the client with `enableOfflineQueue: false`
  * (and a small `maxRetriesPerRequest`); the engine's deadline still bounds every call.
- * `enableAutoPipelining: true` is worth it under load: the scripts of concurrent requests then go out in one write,
- * which on loopback took Redis's CPU per request from about 60 µs to 35 µs (docs/BENCHMARKS.md).
+ * With `enableAutoPipelining: true` the scripts of concurrent requests go out in one write: behind an HTTP server
+ * that took Redis's CPU per request from about 60 µs to 35 µs, while a tight loop of 64 in-process callers ran
+ * slower, ioredis keeping one auto-pipeline in flight at a time (docs/BENCHMARKS.md).
  *
  * @example
  * const store = new RedisStore({
