@@ -193,21 +193,25 @@ describe('RedisStore on Redis', () => {
     await scanDelete(admin, `${prefix}*`)
   })
 
-  it('stores a record under prefix:key, and under the ioredis keyPrefix without adding it twice', async () => {
-    const plain = await ready(ioredis(REDIS_URL))
-    const prefixed = await ready(ioredis(REDIS_URL, { keyPrefix: `${prefix}-kp:` }))
-    try {
-      const key = randomStorageKey()
-      await new RedisStore({ client: ioredisClient(plain), prefix }).begin(begin(key))
-      expect(await admin.type(`${prefix}:${key}`)).toBe('hash')
-      await new RedisStore({ client: ioredisClient(prefixed), prefix }).begin(begin(key))
-      expect(await admin.type(`${prefix}-kp:${prefix}:${key}`)).toBe('hash')
-      expect(await admin.type(`${prefix}-kp:${prefix}-kp:${prefix}:${key}`)).toBe('none')
-    } finally {
-      plain.disconnect()
-      prefixed.disconnect()
-    }
-  })
+  it.each([false, true])(
+    'stores a record under prefix:key, and under the ioredis keyPrefix without adding it twice (auto-pipelining %s)',
+    async (enableAutoPipelining) => {
+      const plain = await ready(ioredis(REDIS_URL, { enableAutoPipelining }))
+      const kp = `${prefix}-kp${enableAutoPipelining ? '-ap' : ''}:`
+      const prefixed = await ready(ioredis(REDIS_URL, { keyPrefix: kp, enableAutoPipelining }))
+      try {
+        const key = randomStorageKey()
+        await new RedisStore({ client: ioredisClient(plain), prefix }).begin(begin(key))
+        expect(await admin.type(`${prefix}:${key}`)).toBe('hash')
+        await new RedisStore({ client: ioredisClient(prefixed), prefix }).begin(begin(key))
+        expect(await admin.type(`${kp}${prefix}:${key}`)).toBe('hash')
+        expect(await admin.type(`${kp}${kp}${prefix}:${key}`)).toBe('none')
+      } finally {
+        plain.disconnect()
+        prefixed.disconnect()
+      }
+    },
+  )
 
   it('refuses a prefix with a hash tag and bad durability options', () => {
     const client = ioredisClient(admin)
@@ -343,7 +347,7 @@ describe('RedisStore on Redis', () => {
     expect((await store.get(key))?.state).toBe('in_progress')
   })
 
-  describe.each(['ioredis', 'node-redis'] as const)('round trips with %s', (driver) => {
+  describe.each(['ioredis', 'ioredis (auto-pipelining)', 'node-redis'] as const)('round trips with %s', (driver) => {
     let server: RedisServer
     let raw: Redis
     let sent: string[]
@@ -351,8 +355,8 @@ describe('RedisStore on Redis', () => {
     let close: () => Promise<void>
     beforeAll(async () => {
       server = await startRedisServer()
-      if (driver === 'ioredis') {
-        raw = await ready(ioredis(server.url))
+      if (driver !== 'node-redis') {
+        raw = await ready(ioredis(server.url, { enableAutoPipelining: driver !== 'ioredis' }))
         sent = countCommands(raw)
         client = ioredisClient(raw)
         close = async () => raw.disconnect()
