@@ -491,7 +491,7 @@ describe('RedisStore on Redis', () => {
     expect(immortal).toEqual([])
   })
 
-  it('maps a corrupt field, a wrong type and a newer version to undecodable, not to "no record"', async () => {
+  it('maps a corrupt field, a wrong type, a newer version and a hash without one to undecodable, not to "no record"', async () => {
     const store = new RedisStore({ client: ioredisClient(admin), prefix })
     for (const write of [
       (k: string) =>
@@ -508,6 +508,8 @@ describe('RedisStore on Redis', () => {
         }),
       (k: string) => admin.rpush(k, 'a'),
       (k: string) => admin.hset(k, { v: '2', state: 'in_progress' }),
+      // No version at all: the scripts read it as "no fields", which must not pass for "no key".
+      (k: string) => admin.hset(k, { state: 'completed', token: 't', exp: String(Date.now() + RETENTION) }),
     ]) {
       const key = randomStorageKey()
       await write(`${prefix}:${key}`)

@@ -17,7 +17,7 @@
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
 -- Only a begin that creates a record is counted against the limit; an existing record is never refused.
 -- Numbers go out as strings: a table with nil inside is truncated, and Lua numbers print as %.14g.
--- MAX, int, str and rescore come from lib.lua, sent in front of this script.
+-- MAX, int, str, fetch and rescore come from lib.lua, sent in front of this script.
 
 local key, scopeSet, fp, token = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local leaseMs, retentionMs, offset = int(ARGV[3], 1), int(ARGV[4], 0), int(ARGV[5], -MAX)
@@ -40,8 +40,9 @@ if kind ~= 'none' then
   if kind ~= 'hash' then
     return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
   end
+  -- The response's fields too, in the same call: a replay is then TIME, TYPE and this.
   local f = redis.call('HMGET', key, 'v', 'state', 'fp', 'token', 'fence', 'lease', 'exp', 'prev',
-    'takeover', 'sk')
+    'takeover', 'sk', 'status', 'replayable', 'headers', 'body')
   if f[1] ~= '1' then
     return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
   end
@@ -55,7 +56,7 @@ if kind ~= 'none' then
   -- Past its expiry the record is absent, whether or not Redis has swept it yet.
   if exp > now then
     rec = { state = state, fp = f[3], token = f[4], fence = fence, lease = lease, prev = f[8],
-      takeover = f[9], sk = f[10] }
+      takeover = f[9], sk = f[10], status = f[11], replayable = f[12], headers = f[13], body = f[14] }
   end
 end
 
@@ -90,11 +91,11 @@ end
 if rec.state ~= 'released' and rec.fp ~= fp then return { 'mismatch' } end
 if rec.state == 'released' then return acquire(rec.fence + 1, rec.fence, '0', rec.sk) end
 if rec.state == 'completed' then
-  local r = redis.call('HMGET', key, 'status', 'replayable', 'headers', 'body')
-  if not int(r[1], 100) or (r[2] ~= '0' and r[2] ~= '1') or not r[3] or not r[4] then
+  if not int(rec.status, 100) or (rec.replayable ~= '0' and rec.replayable ~= '1') or not rec.headers
+    or not rec.body then
     return redis.error_reply('IDEMPOTENCY_UNDECODABLE completed record without a response')
   end
-  return { 'replay', r[1], r[2], r[3], r[4] }
+  return { 'replay', rec.status, rec.replayable, rec.headers, rec.body }
 end
 if rec.token == token then return { 'acquired', str(rec.fence), rec.takeover, rec.prev } end
 if now < rec.lease then return { 'in_progress', str(rec.lease - now) } end

@@ -5,7 +5,7 @@
 -- ARGV[2]  clock offset ms, integer (0 in production)
 -- returns  {'deleted'} | {'absent'} | {'refused_in_progress'}
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (without force only)
--- MAX, int, str and rescore come from lib.lua, sent in front of this script.
+-- MAX, int, str, fetch and rescore come from lib.lua, sent in front of this script.
 
 local key, force, offset = KEYS[1], ARGV[1], int(ARGV[2], -MAX)
 if key == nil or (force ~= '0' and force ~= '1') or offset == nil then

@@ -8,7 +8,7 @@
 -- returns  {'extended'} | {'already_completed'} (a heartbeat that lost the race with complete)
 --        | {'not_owner'}
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
--- MAX, int, str and rescore come from lib.lua, sent in front of this script.
+-- MAX, int, str, fetch and rescore come from lib.lua, sent in front of this script.
 
 local key, token = KEYS[1], ARGV[1]
 local leaseMs, retentionMs, offset = int(ARGV[2], 1), int(ARGV[3], 0), int(ARGV[4], -MAX)
@@ -19,15 +19,9 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + offset
 
-local kind = redis.call('TYPE', key)['ok']
-if kind == 'none' then return { 'not_owner' } end
-if kind ~= 'hash' then
-  return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
-end
-local f = redis.call('HMGET', key, 'v', 'state', 'token', 'exp', 'sk')
-if f[1] ~= '1' then
-  return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
-end
+local f, undecodable = fetch(key, 'state', 'token', 'exp', 'sk')
+if undecodable then return undecodable end
+if f == nil then return { 'not_owner' } end
 local state, exp = f[2], int(f[4], -MAX)
 if (state ~= 'in_progress' and state ~= 'completed' and state ~= 'released') or not f[3]
   or not exp then

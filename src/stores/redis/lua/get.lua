@@ -6,7 +6,7 @@
 --        | {'record', state, fence, fingerprint, token, leaseDeadline, expiresAt,
 --           status ('' until completed), replayable ('' until completed), headers, body}
 -- errors   IDEMPOTENCY_ARGUMENT (bad ARGV), IDEMPOTENCY_UNDECODABLE (foreign type, unknown v, bad field)
--- MAX, int, str and rescore come from lib.lua, sent in front of this script.
+-- MAX, int, str, fetch and rescore come from lib.lua, sent in front of this script.
 
 local key, offset = KEYS[1], int(ARGV[1], -MAX)
 if key == nil or offset == nil then
@@ -16,16 +16,10 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + offset
 
-local kind = redis.call('TYPE', key)['ok']
-if kind == 'none' then return { 'none' } end
-if kind ~= 'hash' then
-  return redis.error_reply('IDEMPOTENCY_UNDECODABLE the key holds a ' .. kind)
-end
-local f = redis.call('HMGET', key, 'v', 'state', 'fence', 'fp', 'token', 'lease', 'exp', 'status',
+local f, undecodable = fetch(key, 'state', 'fence', 'fp', 'token', 'lease', 'exp', 'status',
   'replayable', 'headers', 'body')
-if f[1] ~= '1' then
-  return redis.error_reply('IDEMPOTENCY_UNDECODABLE unknown record version ' .. tostring(f[1]))
-end
+if undecodable then return undecodable end
+if f == nil then return { 'none' } end
 local state, exp = f[2], int(f[7], -MAX)
 if (state ~= 'in_progress' and state ~= 'completed' and state ~= 'released') or not int(f[3], 1)
   or not f[4] or not f[5] or not int(f[6], -MAX) or not exp then
