@@ -1,0 +1,160 @@
+// What a Redis-backed guard costs Redis itself, which `npm run bench` does not show: Redis's CPU per request, read
+// from `INFO cpu` around each slice, beside the server's CPU per request.
+//
+//   node --conditions=idempotency-kit-source --import tsx bench/redis-cost.ts http [subjects] [seconds] [rounds]
+//     Each subject's server (bench/server.ts) under unique keys, 32 connections; the subjects take turns, rounds
+//     times. Default: kit-redis,kit-redis-plain,seed-redis,powertools-redis,node-idempotency-redis, 5 s, 2 rounds.
+//   node --conditions=idempotency-kit-source --import tsx bench/redis-cost.ts scripts [first|replay] [count]
+//     The store's scripts alone, 64 calls in flight: Redis CPU per first request (begin + complete) or per replay,
+//     and EVALSHA's own time per call from `INFO commandstats`.
+//
+// Redis must not be busy with anything else meanwhile: its CPU is read for the whole server. Keys go under a random
+// prefix and are removed at the end.
+import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import autocannon, { type AutocannonRequest } from 'autocannon'
+import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
+import { Redis } from 'ioredis'
+import { REPO_ROOT } from './http-bench.js'
+
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+const admin = new Redis(REDIS_URL)
+const prefix = `bench-cost-${randomBytes(4).toString('hex')}`
+
+/** Redis's CPU time so far (user + system, main thread and children), in µs. */
+async function redisCpu(): Promise<number> {
+  const info = await admin.info('cpu')
+  const read = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN)
+  return (read('used_cpu_user') + read('used_cpu_sys')) * 1e6
+}
+
+async function purge(): Promise<void> {
+  let cursor = '0'
+  do {
+    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    cursor = next
+    if (keys.length > 0) await admin.unlink(...keys)
+  } while (cursor !== '0')
+}
+
+interface Server {
+  readonly id: string
+  readonly url: string
+  readonly child: ChildProcess
+}
+
+async function start(id: string): Promise<Server> {
+  const child = spawn(process.execPath, ['--conditions=idempotency-kit-source', '--import', 'tsx', 'bench/server.ts'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, BENCH_SUBJECT: id, BENCH_PREFIX: `${prefix}-${id}` },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+      const line = out.split('\n').find((l) => l.startsWith('{'))
+      if (line !== undefined) resolve((JSON.parse(line) as { port: number }).port)
+    })
+    child.once('exit', (code) => reject(new Error(`${id} exited with ${code} before listening`)))
+  })
+  return { id, url: `http://127.0.0.1:${port}`, child }
+}
+
+async function stats(server: Server): Promise<{ requests: number; cpuMicros: number }> {
+  return (await (await fetch(`${server.url}/__bench/stats`)).json()) as { requests: number; cpuMicros: number }
+}
+
+let sequence = 0
+function load(server: Server, seconds: number) {
+  const request: AutocannonRequest = {
+    method: 'POST',
+    path: '/api/payments/charge',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ amount: 5000, customerId: 'cus_123', currency: 'usd' }),
+    setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'idempotency-key': `cost-${sequence++}` } }),
+  }
+  return autocannon({ url: server.url, connections: 32, duration: seconds, requests: [request] })
+}
+
+async function http(ids: readonly string[], seconds: number, rounds: number): Promise<void> {
+  const servers: Server[] = []
+  try {
+    for (const id of ids) servers.push(await start(id))
+    for (const server of servers) await load(server, 2)
+    const totals = new Map<string, { requests: number; cpu: number; redis: number; rps: number[] }>()
+    for (let round = 0; round < rounds; round++) {
+      for (const server of round % 2 === 0 ? servers : [...servers].reverse()) {
+        const [before, redisBefore] = [await stats(server), await redisCpu()]
+        const result = await load(server, seconds)
+        const [after, redisAfter] = [await stats(server), await redisCpu()]
+        const total = totals.get(server.id) ?? { requests: 0, cpu: 0, redis: 0, rps: [] }
+        total.requests += after.requests - before.requests
+        total.cpu += after.cpuMicros - before.cpuMicros
+        total.redis += redisAfter - redisBefore
+        total.rps.push(Math.round(result.requests.average))
+        totals.set(server.id, total)
+      }
+    }
+    for (const [id, t] of totals) {
+      const server = (t.cpu / t.requests).toFixed(1)
+      const redis = (t.redis / t.requests).toFixed(1)
+      console.log(`${id.padEnd(24)} req/s ${t.rps.join(' ')}  server µs/req ${server}  Redis µs/req ${redis}`)
+    }
+  } finally {
+    for (const server of servers) server.child.kill('SIGTERM')
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+  }
+}
+
+async function scripts(path: 'first' | 'replay', count: number): Promise<void> {
+  const client = new Redis(REDIS_URL, { enableAutoPipelining: true })
+  try {
+    const store = new RedisStore({ client: ioredisClient(client), prefix, onWarning: () => {} })
+    const body = Buffer.from(JSON.stringify({ id: 'ch_0123456789abcdef01234567', amount: 5000, status: 'succeeded' }))
+    const response = { status: 200, headers: [['content-type', 'application/json']] as const, body, replayable: true }
+    const fingerprint = `v1:${'a'.repeat(64)}`
+    const begin = (key: string, token: string) =>
+      store.begin({ key, scope: 's', fingerprint, token, leaseMs: 30_000, retentionMs: 86_400_000 })
+    const first = async (key: string) => {
+      const token = randomBytes(16).toString('hex')
+      await begin(key, token)
+      await store.complete({ key, token, response, retentionMs: 86_400_000 })
+    }
+    await first('replayed')
+    const one = path === 'first' ? (i: number) => first(`k${i}`) : () => begin('replayed', 'unused')
+    await admin.config('RESETSTAT')
+    const cpu = await redisCpu()
+    let next = 0
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < count) await one(next++)
+      }),
+    )
+    const perOp = ((await redisCpu()) - cpu) / count
+    const evalsha = /^cmdstat_evalsha:calls=(\d+),usec=\d+,usec_per_call=([\d.]+)/m.exec(
+      await admin.info('commandstats'),
+    )
+    console.log(
+      `${path}: Redis µs per ${path === 'first' ? 'first request' : 'replay'} ${perOp.toFixed(1)}; ` +
+        `EVALSHA ${evalsha?.[1]} calls, ${evalsha?.[2]} µs each`,
+    )
+  } finally {
+    client.disconnect()
+  }
+}
+
+try {
+  const [mode = 'http', a, b, c] = process.argv.slice(2)
+  if (mode === 'http') {
+    const ids = (a ?? 'kit-redis,kit-redis-plain,seed-redis,powertools-redis,node-idempotency-redis').split(',')
+    await http(ids, Number(b ?? 5), Number(c ?? 2))
+  } else if (mode === 'scripts') {
+    await scripts(a === 'replay' ? 'replay' : 'first', Number(b ?? 40_000))
+  } else {
+    throw new Error(`unknown mode ${mode}: http or scripts`)
+  }
+} finally {
+  await purge()
+  admin.disconnect()
+}
