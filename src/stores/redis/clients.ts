@@ -59,8 +59,8 @@ export interface IoredisLike {
  * So that an outage rejects instead of queueing, create the client with `enableOfflineQueue: false`
  * (and a small `maxRetriesPerRequest`); the engine's deadline still bounds every call.
  * With `enableAutoPipelining: true` the scripts of concurrent requests go out in one write: behind an HTTP server
- * that took Redis's CPU per request from about 60 µs to 35 µs, while a tight loop of 64 in-process callers ran
- * slower, ioredis keeping one auto-pipeline in flight at a time (docs/BENCHMARKS.md).
+ * that cut Redis's CPU per request by about 40%, while a tight loop of 64 in-process callers ran slower, ioredis
+ * keeping one auto-pipeline in flight at a time (docs/BENCHMARKS.md).
  *
  * @example
  * const store = new RedisStore({
