@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto'
 import autocannon, { type AutocannonRequest } from 'autocannon'
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
 import { Redis } from 'ioredis'
-import { REPO_ROOT } from './http-bench.js'
+import { purgeRedis, REPO_ROOT } from './http-bench.js'
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const admin = new Redis(REDIS_URL)
@@ -26,15 +26,6 @@ async function redisCpu(): Promise<number> {
   const info = await admin.info('cpu')
   const read = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN)
   return (read('used_cpu_user') + read('used_cpu_sys')) * 1e6
-}
-
-async function purge(): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) await admin.unlink(...keys)
-  } while (cursor !== '0')
 }
 
 interface Server {
@@ -155,6 +146,6 @@ try {
     throw new Error(`unknown mode ${mode}: http or scripts`)
   }
 } finally {
-  await purge()
+  await purgeRedis(REDIS_URL, prefix)
   admin.disconnect()
 }
