@@ -7,11 +7,15 @@
 //   node --conditions=idempotency-kit-source --import tsx bench/redis-cost.ts scripts [first|replay] [count]
 //     The store's scripts alone, 64 calls in flight: Redis CPU per first request (begin + complete) or per replay,
 //     and EVALSHA's own time per call from `INFO commandstats`.
+//   node --conditions=idempotency-kit-source --import tsx bench/redis-cost.ts lua [count]
+//     What the parts of a script cost: EVALSHA's time per call for scripts that do one thing each (return at once,
+//     load the shared helpers, call TIME, …), with complete's arguments.
 //
 // Redis must not be busy with anything else meanwhile: its CPU is read for the whole server. Keys go under a random
 // prefix and are removed at the end.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import autocannon, { type AutocannonRequest } from 'autocannon'
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
 import { Redis } from 'ioredis'
@@ -135,6 +139,48 @@ async function scripts(path: 'first' | 'replay', count: number): Promise<void> {
   }
 }
 
+/** EVALSHA's own time per call (`INFO commandstats`) of scripts that each add one part of what the store's do. */
+async function lua(count: number): Promise<void> {
+  const client = new Redis(REDIS_URL, { enableAutoPipelining: true })
+  try {
+    const lib = readFileSync(new URL('../src/stores/redis/lua/lib.lua', import.meta.url), 'utf8')
+    const parts: Record<string, string> = {
+      'return at once': '#!lua\nreturn 1',
+      'the shared helpers': `#!lua\n${lib}\nreturn 1`,
+      TIME: "#!lua\nlocal t = redis.call('TIME')\nreturn 1",
+      'HMGET, missing key':
+        "#!lua\nlocal f = redis.call('HMGET', KEYS[1], 'v', 'state', 'token', 'exp', 'sk')\nreturn 1",
+      'five string.format': `#!lua\nlocal s = ''\nfor i = 1, 5 do s = s .. string.format('%d', i) end\nreturn 1`,
+    }
+    // complete's arguments: token, status, replayable, headers, a 180-byte body, retention, offset.
+    const args = [
+      randomBytes(16).toString('hex'),
+      '200',
+      '1',
+      'content-type\0application/json',
+      'x'.repeat(180),
+      '1',
+      '0',
+    ]
+    for (const [name, source] of Object.entries(parts)) {
+      const sha = String(await client.script('LOAD', source))
+      await admin.config('RESETSTAT')
+      let next = 0
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          while (next++ < count) await client.evalsha(sha, 1, `${prefix}:missing`, ...args)
+        }),
+      )
+      const perCall = /^cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)/m.exec(
+        await admin.info('commandstats'),
+      )?.[1]
+      console.log(`${name.padEnd(20)} ${perCall} µs per EVALSHA`)
+    }
+  } finally {
+    client.disconnect()
+  }
+}
+
 try {
   const [mode = 'http', a, b, c] = process.argv.slice(2)
   if (mode === 'http') {
@@ -142,8 +188,10 @@ try {
     await http(ids, Number(b ?? 5), Number(c ?? 2))
   } else if (mode === 'scripts') {
     await scripts(a === 'replay' ? 'replay' : 'first', Number(b ?? 40_000))
+  } else if (mode === 'lua') {
+    await lua(Number(a ?? 30_000))
   } else {
-    throw new Error(`unknown mode ${mode}: http or scripts`)
+    throw new Error(`unknown mode ${mode}: http, scripts or lua`)
   }
 } finally {
   await purgeRedis(REDIS_URL, prefix)
