@@ -90,7 +90,8 @@ interface Stats {
   cpuMicros: number
 }
 
-interface RunningServer {
+/** A subject's server process, listening on loopback. */
+export interface RunningServer {
   readonly url: string
   readonly child: ChildProcess
   stats(): Promise<Stats>
@@ -125,7 +126,7 @@ export async function checkServices(subjects: readonly Subject[], redisUrl: stri
   }
 }
 
-async function startServer(subject: Subject, env: Record<string, string>): Promise<RunningServer> {
+export async function startServer(subject: Subject, env: Record<string, string>): Promise<RunningServer> {
   const child = spawn(process.execPath, ['--conditions=idempotency-kit-source', '--import', 'tsx', 'bench/server.ts'], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env, BENCH_SUBJECT: subject.id },
@@ -195,7 +196,7 @@ function keysFor(scenario: Scenario, tag: string, pool: readonly string[]): () =
   }
 }
 
-function load(
+export function load(
   url: string,
   nextKey: () => string,
   options: { connections: number; duration?: number; amount?: number },

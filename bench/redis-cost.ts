@@ -13,13 +13,12 @@
 //
 // Redis must not be busy with anything else meanwhile: its CPU is read for the whole server. Keys go under a random
 // prefix and are removed at the end.
-import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import autocannon, { type AutocannonRequest } from 'autocannon'
 import { ioredisClient, RedisStore } from 'idempotency-kit/redis'
 import { Redis } from 'ioredis'
-import { purgeRedis, REPO_ROOT } from './http-bench.js'
+import { load, purgeRedis, type RunningServer, startServer } from './http-bench.js'
+import { SUBJECTS } from './subjects.js'
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const admin = new Redis(REDIS_URL)
@@ -32,63 +31,30 @@ async function redisCpu(): Promise<number> {
   return (read('used_cpu_user') + read('used_cpu_sys')) * 1e6
 }
 
-interface Server {
-  readonly id: string
-  readonly url: string
-  readonly child: ChildProcess
-}
-
-async function start(id: string): Promise<Server> {
-  const child = spawn(process.execPath, ['--conditions=idempotency-kit-source', '--import', 'tsx', 'bench/server.ts'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, BENCH_SUBJECT: id, BENCH_PREFIX: `${prefix}-${id}` },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-      const line = out.split('\n').find((l) => l.startsWith('{'))
-      if (line !== undefined) resolve((JSON.parse(line) as { port: number }).port)
-    })
-    child.once('exit', (code) => reject(new Error(`${id} exited with ${code} before listening`)))
-  })
-  return { id, url: `http://127.0.0.1:${port}`, child }
-}
-
-async function stats(server: Server): Promise<{ requests: number; cpuMicros: number }> {
-  return (await (await fetch(`${server.url}/__bench/stats`)).json()) as { requests: number; cpuMicros: number }
-}
-
 let sequence = 0
-function load(server: Server, seconds: number) {
-  const request: AutocannonRequest = {
-    method: 'POST',
-    path: '/api/payments/charge',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ amount: 5000, customerId: 'cus_123', currency: 'usd' }),
-    setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'idempotency-key': `cost-${sequence++}` } }),
-  }
-  return autocannon({ url: server.url, connections: 32, duration: seconds, requests: [request] })
-}
+const nextKey = () => `cost-${sequence++}`
 
 async function http(ids: readonly string[], seconds: number, rounds: number): Promise<void> {
-  const servers: Server[] = []
+  const servers: Array<{ readonly id: string; readonly server: RunningServer }> = []
   try {
-    for (const id of ids) servers.push(await start(id))
-    for (const server of servers) await load(server, 2)
+    for (const id of ids) {
+      const subject = SUBJECTS.find((s) => s.id === id)
+      if (subject === undefined) throw new Error(`unknown subject ${id}`)
+      servers.push({ id, server: await startServer(subject, { BENCH_PREFIX: `${prefix}-${id}` }) })
+    }
+    for (const { server } of servers) await load(server.url, nextKey, { connections: 32, duration: 2 })
     const totals = new Map<string, { requests: number; cpu: number; redis: number; rps: number[] }>()
     for (let round = 0; round < rounds; round++) {
-      for (const server of round % 2 === 0 ? servers : [...servers].reverse()) {
-        const [before, redisBefore] = [await stats(server), await redisCpu()]
-        const result = await load(server, seconds)
-        const [after, redisAfter] = [await stats(server), await redisCpu()]
-        const total = totals.get(server.id) ?? { requests: 0, cpu: 0, redis: 0, rps: [] }
+      for (const { id, server } of round % 2 === 0 ? servers : [...servers].reverse()) {
+        const [before, redisBefore] = [await server.stats(), await redisCpu()]
+        const result = await load(server.url, nextKey, { connections: 32, duration: seconds })
+        const [after, redisAfter] = [await server.stats(), await redisCpu()]
+        const total = totals.get(id) ?? { requests: 0, cpu: 0, redis: 0, rps: [] }
         total.requests += after.requests - before.requests
         total.cpu += after.cpuMicros - before.cpuMicros
         total.redis += redisAfter - redisBefore
         total.rps.push(Math.round(result.requests.average))
-        totals.set(server.id, total)
+        totals.set(id, total)
       }
     }
     for (const [id, t] of totals) {
@@ -97,8 +63,7 @@ async function http(ids: readonly string[], seconds: number, rounds: number): Pr
       console.log(`${id.padEnd(24)} req/s ${t.rps.join(' ')}  server µs/req ${server}  Redis µs/req ${redis}`)
     }
   } finally {
-    for (const server of servers) server.child.kill('SIGTERM')
-    await new Promise((resolve) => setTimeout(resolve, 1500))
+    for (const { server } of servers) await server.stop()
   }
 }
 
