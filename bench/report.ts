@@ -70,7 +70,6 @@ export function machineFacts(): MachineFacts {
   }
 }
 
-/** Adds each row's ratio to its framework's baseline in the same run and scenario. */
 /** What a row divides by: its baseline measured in turns with it, else that baseline's own row of the run. */
 function baselineOf(
   rows: readonly HttpRow[],
@@ -81,6 +80,7 @@ function baselineOf(
   return rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
 }
 
+/** Adds each row's ratio to its framework's baseline in the same run and scenario. */
 export function withRatios(rows: readonly HttpRow[]): ResultRow[] {
   return rows.map((row) => {
     const base = baselineOf(rows, row)
