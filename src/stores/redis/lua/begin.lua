@@ -33,7 +33,8 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + offset
 
--- Load: a key that is not ours to read is an error, never "no record".
+-- Load: a key that is not ours to read is an error, never "no record". TYPE rather than lib's fetch: for a new key,
+-- the usual case here, that is one call where fetch makes two (HMGET, then EXISTS).
 local kind = redis.call('TYPE', key)['ok']
 local rec = nil
 if kind ~= 'none' then
