@@ -68,12 +68,18 @@ function counting(pool: PgQueryable) {
   return { queryable, calls, errors }
 }
 
-function store(pool: PgQueryable, clockOffset?: ClockOffset, table?: string): PostgresStore {
+function store(
+  pool: PgQueryable,
+  clockOffset?: ClockOffset,
+  table?: string,
+  more: Partial<ConstructorParameters<typeof PostgresStore>[0]> = {},
+): PostgresStore {
   return new PostgresStore({
     pool,
     schema: db.schema,
     ...(clockOffset === undefined ? {} : { clockOffset }),
     ...(table === undefined ? {} : { table }),
+    ...more,
   })
 }
 
@@ -212,9 +218,8 @@ async function waitFor(condition: () => Promise<boolean>): Promise<void> {
 }
 
 describe('postgres: one statement per operation', () => {
-  it('sends exactly one unnamed, schema-qualified statement per operation', async () => {
-    const { queryable, calls } = counting(db.pool)
-    const s = store(queryable)
+  /** Runs every operation once on `s`; returns how many statements each sent. */
+  async function everyOperation(s: PostgresStore, calls: readonly PgQueryConfig[]): Promise<Record<string, number>> {
     const key = randomStorageKey()
     const owner = randomToken()
     const counts: Record<string, number> = {}
@@ -234,15 +239,43 @@ describe('postgres: one statement per operation', () => {
     await begin(s, other, owner)
     await count('release', () => s.release({ key: other, token: owner, retentionMs: RETENTION }))
     await count('sweep (one short batch)', () => s.sweep({ batchSize: 10_000 }))
+    return counts
+  }
+
+  function expectSchemaQualifiedServerClock(call: PgQueryConfig): void {
+    expect(call.text).toContain(`"${db.schema}"."idempotency_records"`)
+    // The server's clock, read once per statement; never now(), frozen at the transaction's start.
+    expect(call.text.match(/clock_timestamp\(\)/g)).toHaveLength(1)
+    expect(call.text).not.toMatch(/\bnow\(\)/)
+  }
+
+  it('sends exactly one named, schema-qualified statement per operation, one name per statement text', async () => {
+    const { queryable, calls } = counting(db.pool)
+    const counts = await everyOperation(store(queryable), calls)
 
     expect(Object.values(counts).every((n) => n === 1)).toBe(true)
     expect(Object.keys(counts)).toHaveLength(9)
+    const nameOf = new Map<string, string>()
     for (const call of calls) {
+      expectSchemaQualifiedServerClock(call)
+      expect(call.name).toMatch(/^idempotency_kit_(begin|complete|release|extend|get|delete|sweep)_[0-9a-f]{24}$/)
+      expect(call.name?.length).toBeLessThan(64)
+      expect(nameOf.get(call.text) ?? call.name).toBe(call.name)
+      nameOf.set(call.text, call.name as string)
+    }
+    // Seven statements (begin, extend, get, complete, delete, release, sweep), seven names.
+    expect(new Set(nameOf.values()).size).toBe(7)
+    expect(nameOf.size).toBe(7)
+  })
+
+  it('sends them unnamed with preparedStatements: false', async () => {
+    const { queryable, calls } = counting(db.pool)
+    const counts = await everyOperation(store(queryable, undefined, undefined, { preparedStatements: false }), calls)
+
+    expect(Object.values(counts).every((n) => n === 1)).toBe(true)
+    for (const call of calls) {
+      expectSchemaQualifiedServerClock(call)
       expect(call).not.toHaveProperty('name')
-      expect(call.text).toContain(`"${db.schema}"."idempotency_records"`)
-      // The server's clock, read once per statement; never now(), frozen at the transaction's start.
-      expect(call.text.match(/clock_timestamp\(\)/g)).toHaveLength(1)
-      expect(call.text).not.toMatch(/\bnow\(\)/)
     }
   })
 
@@ -257,6 +290,96 @@ describe('postgres: one statement per operation', () => {
     const replay = await begin(s, key, randomToken())
     expect(calls).toHaveLength(3)
     expect(replay.kind).toBe('replay')
+  })
+})
+
+describe('postgres: named prepared statements', () => {
+  /** A pool of one connection that stays open, so what this session has prepared can be read back. */
+  const oneConnection = () => db.newPool({ max: 1, idleTimeoutMillis: 0 })
+
+  async function preparedNames(pool: pg.Pool): Promise<string[]> {
+    const result = await pool.query(
+      "SELECT name FROM pg_prepared_statements WHERE name LIKE 'idempotency\\_kit\\_%' ORDER BY name",
+    )
+    return result.rows.map((row: { name: string }) => row.name)
+  }
+
+  /** begin, complete, then a replay of the same key, whose body must come back byte for byte. */
+  async function firstThenReplay(s: PostgresStore): Promise<void> {
+    const key = randomStorageKey()
+    const owner = randomToken()
+    expect((await begin(s, key, owner)).kind).toBe('acquired')
+    expect(await s.complete({ key, token: owner, response: RESPONSE, retentionMs: RETENTION })).toBe(true)
+    const replay = await begin(s, key, randomToken())
+    expect(replay.kind).toBe('replay')
+    if (replay.kind === 'replay')
+      expect(Buffer.from(replay.response.body).equals(Buffer.from(RESPONSE.body))).toBe(true)
+  }
+
+  it('prepares begin and complete once on the connection and reuses them', async () => {
+    const pool = oneConnection()
+    const { queryable, calls } = counting(pool)
+    const s = store(queryable)
+    await firstThenReplay(s)
+    await firstThenReplay(s)
+    const names = new Set(calls.map((call) => call.name))
+    expect(names.size).toBe(2)
+    expect(await preparedNames(pool)).toEqual([...names].sort())
+  })
+
+  it('prepares nothing with preparedStatements: false', async () => {
+    const pool = oneConnection()
+    await firstThenReplay(store(pool, undefined, undefined, { preparedStatements: false }))
+    expect(await preparedNames(pool)).toEqual([])
+  })
+
+  it('goes on unnamed, once warned, when the server lost the statements (SQLSTATE 26000)', async () => {
+    // What a pooler without prepared statement support does: the next call lands where the name is unknown.
+    const pool = oneConnection()
+    const { queryable, calls, errors } = counting(pool)
+    const warnings: string[] = []
+    const s = store(queryable, undefined, undefined, { onWarning: (message) => warnings.push(message) })
+    await firstThenReplay(s)
+    expect(await preparedNames(pool)).toHaveLength(2)
+    await pool.query('DEALLOCATE ALL')
+
+    const sent = calls.length
+    await firstThenReplay(s)
+    await firstThenReplay(s)
+    expect(errors.map(sqlState)).toEqual(['26000'])
+    // The refused begin, sent again unnamed, then every later statement unnamed.
+    expect(calls.slice(sent).map((call) => call.name !== undefined)).toEqual([
+      true,
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+    ])
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]).toContain('26000')
+    expect(await preparedNames(pool)).toEqual([])
+  })
+
+  it('goes on unnamed, once warned, when the connection already has the name (SQLSTATE 42P05)', async () => {
+    // A pooled server connection where another client prepared the same name: the Parse is refused.
+    const first = counting(oneConnection())
+    await firstThenReplay(store(first.queryable))
+    const beginName = first.calls[0]?.name as string
+    expect(beginName).toMatch(/^idempotency_kit_begin_/)
+
+    const pool = oneConnection()
+    await pool.query(`PREPARE "${beginName}" AS SELECT 1`)
+    const { queryable, calls, errors } = counting(pool)
+    const warnings: string[] = []
+    await firstThenReplay(store(queryable, undefined, undefined, { onWarning: (message) => warnings.push(message) }))
+    expect(errors.map(sqlState)).toEqual(['42P05'])
+    expect(calls.map((call) => call.name)).toEqual([beginName, undefined, undefined, undefined])
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0]).toContain('42P05')
+    // pg-pool replaced the connection that answered an error; on the new one the store prepared nothing.
+    expect(await preparedNames(pool)).toEqual([])
   })
 })
 

@@ -1,6 +1,7 @@
 /** The PostgreSQL store: one SQL statement per operation, over the user's `pg` Pool. */
 
 import { Buffer } from 'node:buffer'
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { IdempotencyConfigError, IdempotencyStoreError } from '../../core/errors.js'
 import type {
@@ -26,10 +27,14 @@ export interface PgQueryable {
   query(config: PgQueryConfig): Promise<{ readonly rows: readonly unknown[] }>
 }
 
-/** One unnamed statement with its parameters (unnamed, so PgBouncer transaction pooling works). */
+/**
+ * One statement with its parameters. `name`, when set, makes it a named prepared statement: `pg` parses it once per
+ * connection and reuses it (see `preparedStatements`). A wrapper that drops `name` sends it unnamed, which works too.
+ */
 export interface PgQueryConfig {
   readonly text: string
   readonly values: readonly unknown[]
+  readonly name?: string
 }
 
 /** Where the records live; both names are validated once and always quoted. */
@@ -62,6 +67,19 @@ export interface PostgresStoreOptions extends PostgresTableOptions {
    * indexed `expires_at`, so it is no longer a HOT update.
    */
   readonly maxRecordsPerScope?: number
+  /**
+   * Send each operation as a named prepared statement, parsed and planned once per connection; default true.
+   * PostgreSQL plans an unnamed statement on every call, and for begin's statement that planning is most of the
+   * call (measured: about 2.8× the first requests per second with names; docs/BENCHMARKS.md).
+   *
+   * Names are derived from the statement's text, so the same name always means the same statement, whatever
+   * process or store prepared it. A pooler that cannot carry named statements (PgBouncer before 1.21 in
+   * transaction mode, or 1.21+ with `max_prepared_statements = 0`) refuses them before they run: the store then
+   * sends that call again unnamed, stays unnamed for good, and calls `onWarning` once. Set false to never name them.
+   */
+  readonly preparedStatements?: boolean
+  /** Receives the one warning above, when a pooler refuses named statements; default `process.emitWarning`. */
+  readonly onWarning?: (message: string) => void
 }
 
 /** Options of {@link PostgresStore.sweep}. */
@@ -87,6 +105,10 @@ const MAX_ATTEMPTS = 4
 // Zero rows (or a stale one) from begin means a concurrent begin committed after this statement's
 // snapshot; the next run sees it. More than a few in a row means the key is being churned.
 const MAX_BEGIN_RUNS = 5
+// A named statement the server does not have (26000), has under that name already (42P05), or can no longer run as
+// planned because the table changed under it (0A000, "cached plan must not change result type"). Each is raised
+// before the statement runs, so sending it again unnamed is safe.
+const PREPARED_REFUSED = new Set(['26000', '42P05', '0A000'])
 
 function loadSql(name: string): string {
   return readFileSync(new URL(`./sql/${name}.sql`, import.meta.url), 'utf8')
@@ -120,6 +142,17 @@ const SQL = {
 }
 
 type Statements = { readonly [K in keyof typeof SQL]: string }
+
+/** An operation's statement and the name it is prepared under. */
+interface Statement {
+  readonly text: string
+  readonly name: string
+}
+
+/** The name a statement is prepared under: the operation, then a digest of its text (under 63 bytes). */
+function preparedName(operation: string, text: string): string {
+  return `idempotency_kit_${operation}_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`
+}
 
 function identifier(value: string | undefined, fallback: string, what: string): string {
   const name = value ?? fallback
@@ -188,8 +221,9 @@ export async function migrate(pool: PgQueryable, options: PostgresTableOptions =
 }
 
 /**
- * An idempotency `Store` on PostgreSQL 13+: every operation is one unnamed, schema-qualified statement
- * that reads `clock_timestamp()` once, so deadlines follow the server's clock.
+ * An idempotency `Store` on PostgreSQL 13+: every operation is one schema-qualified statement (a named prepared
+ * one unless `preparedStatements` is false) that reads `clock_timestamp()` once, so deadlines follow the server's
+ * clock.
  *
  * @example
  * const pool = new pg.Pool({ connectionString, max: 10, connectionTimeoutMillis: 2000, query_timeout: 3000 })
@@ -198,9 +232,12 @@ export async function migrate(pool: PgQueryable, options: PostgresTableOptions =
  */
 export class PostgresStore implements Store {
   readonly #pool: PgQueryable
-  readonly #sql: Statements
+  readonly #sql: { readonly [K in Exclude<keyof Statements, 'migration'>]: Statement }
   readonly #clockOffset: ClockOffset
   readonly #maxRecordsPerScope: number | null
+  /** Whether statements go out named; false for good once a pooler refused a name. */
+  #prepared: boolean
+  readonly #warn: (message: string) => void
 
   constructor(options: PostgresStoreOptions) {
     if (typeof options.pool?.query !== 'function') {
@@ -211,18 +248,32 @@ export class PostgresStore implements Store {
       throw new IdempotencyConfigError(`maxRecordsPerScope must be a positive integer, got ${limit}`)
     }
     this.#pool = options.pool
-    this.#sql = render(options)
+    const sql = render(options)
+    const statement = (operation: string, text: string): Statement => ({ text, name: preparedName(operation, text) })
+    this.#sql = {
+      begin: statement('begin', sql.begin),
+      beginLimited: statement('begin', sql.beginLimited),
+      complete: statement('complete', sql.complete),
+      release: statement('release', sql.release),
+      extend: statement('extend', sql.extend),
+      get: statement('get', sql.get),
+      delete: statement('delete', sql.delete),
+      sweep: statement('sweep', sql.sweep),
+    }
     this.#clockOffset = options.clockOffset ?? (() => 0)
     this.#maxRecordsPerScope = limit ?? null
+    this.#prepared = options.preparedStatements ?? true
+    this.#warn =
+      options.onWarning ?? ((message) => process.emitWarning(message, { code: 'IDEMPOTENCY_POSTGRES_UNNAMED' }))
   }
 
   async begin(input: BeginInput): Promise<BeginResult> {
     const limit = this.#maxRecordsPerScope
     const values = [input.key, input.fingerprint, input.token, input.leaseMs, input.retentionMs]
-    const text = limit === null ? this.#sql.begin : this.#sql.beginLimited
+    const statement = limit === null ? this.#sql.begin : this.#sql.beginLimited
     if (limit !== null) values.push(input.scope, limit)
     for (let run = 0; run < MAX_BEGIN_RUNS; run++) {
-      const row = (await this.#query('begin', text, values))[0]
+      const row = (await this.#query('begin', statement, values))[0]
       if (row === undefined) continue
       const outcome = field(row, 'outcome', isString)
       // Not a record: nothing under the key was read or written.
@@ -327,25 +378,44 @@ export class PostgresStore implements Store {
   }
 
   /** Runs a token-guarded write: whether it applied, unless the key holds a record in another format. */
-  async #write(operation: string, text: string, values: readonly unknown[]): Promise<boolean> {
-    const row = (await this.#query(operation, text, values))[0]
+  async #write(operation: string, statement: Statement, values: readonly unknown[]): Promise<boolean> {
+    const row = (await this.#query(operation, statement, values))[0]
     if (row === undefined) throw undecodable(`${operation} answered no row`)
     if (row.foreign_version !== null) checkVersion({ v: row.foreign_version })
     return field(row, 'done', isBoolean)
   }
 
-  /** Runs one statement with the clock offset as `$1`, again on a serialization failure or deadlock. */
+  /**
+   * Runs one statement with the clock offset as `$1`, again on a serialization failure or deadlock, and again
+   * unnamed when a pooler refused its name.
+   */
   async #query(
     operation: string,
-    text: string,
+    statement: Statement,
     values: readonly unknown[],
   ): Promise<readonly Record<string, unknown>[]> {
+    const { text, name } = statement
     for (let attempt = 1; ; attempt++) {
+      const named = this.#prepared
       try {
-        const result = await this.#pool.query({ text, values: [this.#clockOffset(), ...values] })
+        const args = [this.#clockOffset(), ...values]
+        const result = await this.#pool.query(named ? { name, text, values: args } : { text, values: args })
         return result.rows as readonly Record<string, unknown>[]
       } catch (error) {
         const code = sqlState(error)
+        if (named && code !== undefined && PREPARED_REFUSED.has(code)) {
+          // Not run: the server refused the name before executing. Another call may have turned names off already.
+          if (this.#prepared) {
+            this.#prepared = false
+            this.#warn(
+              `idempotency-kit: PostgreSQL refused the prepared statement ${name} (SQLSTATE ${code}); the store ` +
+                'sends its statements unnamed from now on, which costs a plan per call. Behind PgBouncer, set ' +
+                'max_prepared_statements (1.21+), or pass preparedStatements: false to skip this first try.',
+            )
+          }
+          attempt -= 1
+          continue
+        }
         if (attempt < MAX_ATTEMPTS && code !== undefined && RETRYABLE_SQLSTATES.has(code)) {
           // A little jitter so the same contenders do not collide again in lockstep.
           await new Promise((resolve) => setTimeout(resolve, Math.random() * 4 * attempt))
