@@ -126,9 +126,14 @@ export async function checkServices(subjects: readonly Subject[], redisUrl: stri
   }
 }
 
-export async function startServer(subject: Subject, env: Record<string, string>): Promise<RunningServer> {
+/** Starts `subject`'s server from the checkout at `root` (this one by default), so it loads that checkout's sources. */
+export async function startServer(
+  subject: Subject,
+  env: Record<string, string>,
+  root: string = REPO_ROOT,
+): Promise<RunningServer> {
   const child = spawn(process.execPath, ['--conditions=idempotency-kit-source', '--import', 'tsx', 'bench/server.ts'], {
-    cwd: REPO_ROOT,
+    cwd: root,
     env: { ...process.env, ...env, BENCH_SUBJECT: subject.id },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -476,7 +481,7 @@ function round(value: number, digits: number): number {
   return Math.round(value * f) / f
 }
 
-async function withPg(url: string, fn: (client: pg.Client) => Promise<unknown>): Promise<void> {
+export async function withPg(url: string, fn: (client: pg.Client) => Promise<unknown>): Promise<void> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 })
   await client.connect()
   try {
