@@ -70,7 +70,7 @@ export interface PostgresStoreOptions extends PostgresTableOptions {
   /**
    * Send each operation as a named prepared statement, parsed and planned once per connection; default true.
    * PostgreSQL plans an unnamed statement on every call, and for begin's statement that planning is most of the
-   * call (measured: about 2.8× the first requests per second with names; docs/BENCHMARKS.md).
+   * call (behind the benchmark's Express route, names doubled the requests served; docs/BENCHMARKS.md).
    *
    * Names are derived from the statement's text, so the same name always means the same statement, whatever
    * process or store prepared it. A pooler that cannot carry named statements (PgBouncer before 1.21 in
