@@ -395,7 +395,9 @@ export class PostgresStore implements Store {
     values: readonly unknown[],
   ): Promise<readonly Record<string, unknown>[]> {
     const { text, name } = statement
-    for (let attempt = 1; ; attempt++) {
+    // Counts the runs that failed with a serialization failure or deadlock; a refused name is not one.
+    let attempt = 1
+    for (;;) {
       const named = this.#prepared
       try {
         const args = [this.#clockOffset(), ...values]
@@ -413,12 +415,12 @@ export class PostgresStore implements Store {
                 'max_prepared_statements (1.21+), or pass preparedStatements: false to skip this first try.',
             )
           }
-          attempt -= 1
           continue
         }
         if (attempt < MAX_ATTEMPTS && code !== undefined && RETRYABLE_SQLSTATES.has(code)) {
           // A little jitter so the same contenders do not collide again in lockstep.
           await new Promise((resolve) => setTimeout(resolve, Math.random() * 4 * attempt))
+          attempt += 1
           continue
         }
         throw storeError(operation, error)
