@@ -6,14 +6,23 @@
 //   git worktree add /tmp/before HEAD~1 && ln -s "$PWD/node_modules" /tmp/before/node_modules
 //   node --conditions=idempotency-kit-source --import tsx bench/ab.ts kit-postgres@/tmp/before kit-postgres
 //   node --conditions=idempotency-kit-source --import tsx bench/ab.ts seed-redis kit-redis
-//     [--scenario=unique|replay] [--seconds=3] [--rounds=6]
+//     [--scenario=unique|replay|mixed] [--seconds=3] [--rounds=6]
 //
 // A side is SUBJECT or SUBJECT@CHECKOUT (default: this checkout); each side's bench/server.ts runs from its own
-// checkout, so each loads its own sources; both share the services. Each round loads the sides in turns, the order
-// swapped every round, 32 connections, and reads each server's CPU per request; the last lines give the medians and
-// B/A. Redis keys and PostgreSQL schemas are made per side and removed at the end.
+// checkout, so each loads its own sources; both share the services. The measurement is the full run's own
+// (`measurePaired`, with A in the baseline's place): both primed and warmed alike, then the slices in turns, the
+// order swapped every round, 32 connections; requests/s over the summed slices and server CPU per request over the
+// whole alternation, then B/A. Redis keys and PostgreSQL schemas are made per side and removed at the end.
 import { randomBytes } from 'node:crypto'
-import { load, purgeRedis, REPO_ROOT, type RunningServer, startServer, withPg } from './http-bench.js'
+import {
+  measurePaired,
+  purgeRedis,
+  REPO_ROOT,
+  type RunningServer,
+  type Scenario,
+  startServer,
+  withPg,
+} from './http-bench.js'
 import { SUBJECTS } from './subjects.js'
 
 const args = process.argv.slice(2)
@@ -23,8 +32,10 @@ const specs = args.filter((a) => !a.startsWith('--'))
 if (specs.length !== 2) {
   throw new Error(`usage: bench/ab.ts A B, each SUBJECT[@CHECKOUT]; subjects: ${SUBJECTS.map((s) => s.id).join(' ')}`)
 }
-const scenario = option('scenario', 'unique')
-if (scenario !== 'unique' && scenario !== 'replay') throw new Error('--scenario is unique or replay')
+const scenario = option('scenario', 'unique') as Scenario
+if (scenario !== 'unique' && scenario !== 'replay' && scenario !== 'mixed') {
+  throw new Error('--scenario is unique, replay or mixed')
+}
 const seconds = Number(option('seconds', '3'))
 const rounds = Number(option('rounds', '6'))
 const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -38,7 +49,7 @@ const sides = specs.map((spec, i) => {
   const name = i === 0 ? 'A' : 'B'
   return { name, spec, subject, root, prefix: `bench-ab-${tag}-${name}`, schema: `bench_ab_${tag}_${name}` }
 })
-const median = (values: readonly number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN
+const [a, b] = sides as [(typeof sides)[0], (typeof sides)[0]]
 
 const servers: RunningServer[] = []
 try {
@@ -49,35 +60,34 @@ try {
     const env = { BENCH_REDIS_URL: redisUrl, BENCH_PREFIX: side.prefix, BENCH_PG_URL: postgresUrl }
     servers.push(await startServer(side.subject, { ...env, BENCH_PG_SCHEMA: side.schema }, side.root))
   }
-  let n = 0
-  const replayKey = `ab-${tag}-replay`
-  const nextKey = scenario === 'unique' ? () => `ab-${tag}-${n++}` : () => replayKey
-  // Warm-up, which also completes the replayed key on both sides.
-  for (const server of servers) await load(server.url, nextKey, { connections: 32, duration: 2 })
-  const cpu: number[][] = [[], []]
-  const rps: number[][] = [[], []]
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? [0, 1] : [1, 0]
-    const line: string[] = []
-    for (const i of order) {
-      const server = servers[i] as RunningServer
-      const start = await server.stats()
-      const result = await load(server.url, nextKey, { connections: 32, duration: seconds })
-      const end = await server.stats()
-      const perRequest = (end.cpuMicros - start.cpuMicros) / (end.requests - start.requests)
-      cpu[i]?.push(perRequest)
-      rps[i]?.push(result.requests.average)
-      line.push(`${sides[i]?.name} ${Math.round(result.requests.average)} req/s ${perRequest.toFixed(1)} µs/req`)
-    }
-    process.stdout.write(`round ${round + 1}: ${line.join(', ')}\n`)
-  }
-  const [cpuA, cpuB] = cpu.map(median) as [number, number]
-  const [rpsA, rpsB] = rps.map(median) as [number, number]
+  // The full run's own measurement, with A in the baseline's place.
+  const row = await measurePaired(
+    servers[1] as RunningServer,
+    servers[0] as RunningServer,
+    b.subject,
+    scenario,
+    1,
+    tag,
+    {
+      subjects: [b.subject],
+      scenarios: [scenario],
+      durationS: rounds * seconds,
+      warmupS: 2,
+      connections: 32,
+      slices: rounds,
+      duplicates: 100,
+      runs: 1,
+      redisUrl,
+      postgresUrl,
+    },
+  )
+  const them = row.paired_baseline
+  if (them === undefined) throw new Error('measurePaired returned no paired row')
   process.stdout.write(
-    `${scenario}, medians of ${rounds} rounds of ${seconds} s:\n` +
-      `  A ${sides[0]?.spec}: ${Math.round(rpsA)} req/s, server CPU ${cpuA.toFixed(1)} µs/req\n` +
-      `  B ${sides[1]?.spec}: ${Math.round(rpsB)} req/s, server CPU ${cpuB.toFixed(1)} µs/req\n` +
-      `  B/A: ${(rpsB / rpsA).toFixed(2)}× req/s, ${(cpuB / cpuA).toFixed(2)}× CPU\n`,
+    `${scenario}, ${rounds} slices of ${seconds} s each, in turns:\n` +
+      `  A ${a.spec}: ${Math.round(them.rps)} req/s, server CPU ${them.cpu_us_per_req} µs/req\n` +
+      `  B ${b.spec}: ${Math.round(row.rps)} req/s, server CPU ${row.cpu_us_per_req} µs/req\n` +
+      `  B/A: ${(row.rps / them.rps).toFixed(2)}× req/s, ${(row.cpu_us_per_req / them.cpu_us_per_req).toFixed(2)}× CPU\n`,
   )
 } finally {
   for (const server of servers) await server.stop()

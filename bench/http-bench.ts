@@ -412,7 +412,7 @@ function totals(slices: readonly Slice[]) {
  * of one slice each, the order swapped every round (S B, B S, S B…) so that neither always goes first. Server CPU and
  * round trips are the counters' change over the whole alternation (a server is idle while the other is loaded).
  */
-async function measurePaired(
+export async function measurePaired(
   server: RunningServer,
   baseline: RunningServer,
   subject: Subject,
