@@ -121,14 +121,57 @@ export function ratioToBaseline(
   scenario: Scenario,
   field: 'rps' | 'p99_ms' | 'cpu_us_per_req',
 ): number {
-  const ratios = rows
+  return mean(ratiosByRun(rows, id, scenario, field))
+}
+
+/** Each run's ratio of one subject to its baseline, in run order (see `ratioToBaseline`). */
+export function ratiosByRun(
+  rows: readonly ResultRow[],
+  id: string,
+  scenario: Scenario,
+  field: 'rps' | 'p99_ms' | 'cpu_us_per_req',
+): number[] {
+  return rows
     .filter((r) => r.id === id && r.scenario === scenario)
+    .sort((a, b) => a.run - b.run)
     .map((row) => {
       const base = baselineOf(rows, row)
       if (base === undefined) return Number.NaN
       return field === 'cpu_us_per_req' ? base[field] / row[field] : row[field] / base[field]
     })
-  return mean(ratios)
+}
+
+/** A subject's throughput ratio in each run, and how far apart the runs are. */
+export interface RunSpread {
+  readonly id: string
+  readonly subject: string
+  readonly store: string
+  readonly framework: string
+  readonly scenario: Scenario
+  readonly ratios: readonly number[]
+  /** The largest ratio minus the smallest. */
+  readonly spread: number
+}
+
+/**
+ * How far each guarded subject's runs disagree on its throughput ratio, largest first. Both runs of a row were
+ * measured in turns with its baseline, so a wide spread is the machine changing what a request costs (not just
+ * how fast it runs), and neither run is the answer alone.
+ */
+export function runSpreads(rows: readonly ResultRow[]): RunSpread[] {
+  const spreads: RunSpread[] = []
+  const seen = new Set<string>()
+  for (const row of rows) {
+    const key = `${row.id} ${row.scenario}`
+    if (row.ratio_to_baseline === null || seen.has(key)) continue
+    seen.add(key)
+    if (SUBJECTS.find((s) => s.id === row.id)?.baseline === row.id) continue
+    const ratios = ratiosByRun(rows, row.id, row.scenario, 'rps')
+    if (ratios.length < 2) continue
+    const { id, subject, store, framework, scenario } = row
+    spreads.push({ id, subject, store, framework, scenario, ratios, spread: Math.max(...ratios) - Math.min(...ratios) })
+  }
+  return spreads.sort((a, b) => b.spread - a.spread)
 }
 
 /**
@@ -143,6 +186,15 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
     baselineOf(a) === b
       ? ratioToBaseline(rows, a, s, f)
       : ratioToBaseline(rows, a, s, f) / ratioToBaseline(rows, b, s, f)
+  // The same comparison in each run: the target is judged on the mean, and the runs show how far to trust it.
+  const perRun = (a: string, b: string, s: Scenario, f: 'rps' | 'p99_ms' = 'rps') => {
+    const own = ratiosByRun(rows, a, s, f)
+    if (baselineOf(a) === b) return own
+    const other = ratiosByRun(rows, b, s, f)
+    return own.map((v, i) => v / (other[i] ?? Number.NaN))
+  }
+  const runs = (values: readonly number[]) =>
+    values.length < 2 ? '' : ` (runs: ${values.map((v) => `${fmt(v)}×`).join(', ')})`
   // The same comparison by server CPU per request: what the ratio would be on a CPU-bound server.
   const cpu = (a: string, b: string, s: Scenario) => `; server CPU: ${fmt(ratio(a, b, s, 'cpu_us_per_req'))}×`
   const judge = (target: string, value: number, ok: (v: number) => boolean, measured: string) =>
@@ -153,7 +205,7 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
       `memory store ≥ 0.90× baseline throughput (${s})`,
       r,
       (v) => v >= 0.9,
-      `${fmt(r)}×${cpu('kit-memory', 'baseline-kit-json', s)}`,
+      `${fmt(r)}×${runs(perRun('kit-memory', 'baseline-kit-json', s))}${cpu('kit-memory', 'baseline-kit-json', s)}`,
     )
   }
   const seed = ratio('kit-redis', 'seed-redis', 'unique')
@@ -161,18 +213,26 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
     'Redis first-request throughput ≥ 1.3× the seed design',
     seed,
     (v) => v >= 1.3,
-    `${fmt(seed)}×${cpu('kit-redis', 'seed-redis', 'unique')}`,
+    `${fmt(seed)}×${runs(perRun('kit-redis', 'seed-redis', 'unique'))}${cpu('kit-redis', 'seed-redis', 'unique')}`,
   )
   const peers = ['node-idempotency-redis', 'powertools-redis'].map((p) => ratio('kit-redis', p, 'unique'))
   const worst = Math.min(...peers)
-  judge('Redis first-request throughput ahead of every Redis peer', worst, (v) => v > 1, `${fmt(worst)}× the closest`)
+  const peerRuns = ['node-idempotency-redis', 'powertools-redis'].map((p) => perRun('kit-redis', p, 'unique'))
+  const worstByRun = (peerRuns[0] ?? []).map((_, i) => Math.min(...peerRuns.map((r) => r[i] ?? Number.NaN)))
+  judge(
+    'Redis first-request throughput ahead of every Redis peer',
+    worst,
+    (v) => v > 1,
+    `${fmt(worst)}× the closest${runs(worstByRun)}`,
+  )
   const rtFirst = meanOf(rows, 'kit-redis', 'unique', 'round_trips')
   judge('2 round trips per first request (Redis)', rtFirst, (v) => Math.abs(v - 2) < 0.05, fmt(rtFirst, 3))
   const rtReplay = meanOf(rows, 'kit-redis', 'replay', 'round_trips')
   judge('1 round trip per replay (Redis)', rtReplay, (v) => Math.abs(v - 1) < 0.05, fmt(rtReplay, 3))
   for (const s of ['unique', 'replay'] as const) {
     const r = ratio('kit-memory', 'baseline-kit-json', s, 'p99_ms')
-    judge(`p99 at 32 connections ≤ 1.5× baseline, memory store (${s})`, r, (v) => v <= 1.5, `${fmt(r)}×`)
+    const measured = `${fmt(r)}×${runs(perRun('kit-memory', 'baseline-kit-json', s, 'p99_ms'))}`
+    judge(`p99 at 32 connections ≤ 1.5× baseline, memory store (${s})`, r, (v) => v <= 1.5, measured)
   }
   for (const s of ['unique', 'replay'] as const) {
     const r = ratio('fastify-kit-memory', 'fastify-baseline', s)
@@ -180,7 +240,7 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
       `Fastify, memory store ≥ 0.85× bare Fastify (${s})`,
       r,
       (v) => v >= 0.85,
-      `${fmt(r)}×${cpu('fastify-kit-memory', 'fastify-baseline', s)}`,
+      `${fmt(r)}×${runs(perRun('fastify-kit-memory', 'fastify-baseline', s))}${cpu('fastify-kit-memory', 'fastify-baseline', s)}`,
     )
   }
   const engineRate = (path: 'first' | 'replay') =>
@@ -222,6 +282,44 @@ const SCENARIO_NAMES: Record<Scenario, string> = {
   replay: 'same completed key (replay path)',
   mixed: '50% duplicates (every other request replays a completed key)',
   'concurrent-slow': `100 concurrent duplicates, gateway slowed to 250 ms`,
+}
+
+/** Rows whose two runs differ by more than this are listed under the targets: read them as a range. */
+const SPREAD_LISTED = 0.1
+const SCENARIO_SHORT: Record<Scenario, string> = {
+  unique: 'first requests',
+  replay: 'replays',
+  mixed: '50% duplicates',
+  'concurrent-slow': 'concurrent duplicates',
+}
+
+/** The section saying how far each subject's runs agree, and which rows to read as a range. */
+function agreementMarkdown(spreads: readonly RunSpread[]): string[] {
+  const widest = spreads[0]
+  if (widest === undefined) return []
+  const wide = spreads.filter((s) => s.spread > SPREAD_LISTED)
+  const lines = [
+    '',
+    '### How far the runs agree',
+    '',
+    `Each guarded row's throughput ratio in each run, both measured in turns with its baseline. The widest spread is ` +
+      `${fmt(widest.spread)} (${widest.subject}, ${widest.store}, ${SCENARIO_SHORT[widest.scenario]}); ` +
+      `${wide.length} of ${spreads.length} rows differ by more than ${SPREAD_LISTED}` +
+      (wide.length === 0 ? '.' : ', and are best read as the range their runs give:'),
+  ]
+  if (wide.length === 0) return lines
+  lines.push(
+    '',
+    '| subject | store | framework | scenario | × baseline, each run | spread |',
+    '| --- | --- | --- | --- | --- | --- |',
+  )
+  for (const s of wide) {
+    lines.push(
+      `| ${s.subject} | ${s.store} | ${s.framework} | ${SCENARIO_SHORT[s.scenario]} | ` +
+        `${s.ratios.map((r) => fmt(r)).join(', ')} | ${fmt(s.spread)} |`,
+    )
+  }
+  return lines
 }
 
 /** The generated part of docs/BENCHMARKS.md: machine, targets, tables. */
@@ -266,6 +364,7 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
   for (const t of results.targets) {
     lines.push(`| ${t.target} | ${t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**not met**'} |`)
   }
+  lines.push(...agreementMarkdown(runSpreads(results.runs)))
   for (const scenario of ['unique', 'replay', 'mixed', 'concurrent-slow'] as const) {
     const rows = results.runs.filter((r) => r.scenario === scenario)
     if (rows.length === 0) continue

@@ -1,7 +1,7 @@
 // The harness's arithmetic on made-up rows: which baseline a ratio divides by, and how two subjects compare.
 import { describe, expect, it } from 'vitest'
 import type { HttpRow, PairedBaseline, Scenario } from '../../bench/http-bench.js'
-import { judgeTargets, ratioToBaseline, withRatios } from '../../bench/report.js'
+import { judgeTargets, ratioToBaseline, runSpreads, withRatios } from '../../bench/report.js'
 
 function row(id: string, scenario: Scenario, run: number, rps: number, cpu: number, paired?: PairedBaseline): HttpRow {
   return {
@@ -75,9 +75,29 @@ describe('bench ratios', () => {
     const targets = judgeTargets(rows, [])
     // Measured raw, Powertools looks 1.4× faster than the kit; against their baselines the kit is ahead, 0.9 / 0.75.
     const peers = targets.find((t) => t.target.startsWith('Redis first-request throughput ahead'))
-    expect(peers?.measured).toBe('1.20× the closest')
+    expect(peers?.measured).toBe('1.20× the closest (runs: 1.20×, 1.20×)')
     expect(peers?.met).toBe(true)
     const seed = targets.find((t) => t.target.startsWith('Redis first-request throughput ≥ 1.3×'))
-    expect(seed?.measured).toBe('2.00×; server CPU: 2.00×')
+    expect(seed?.measured).toBe('2.00× (runs: 2.00×, 2.00×); server CPU: 2.00×')
+  })
+
+  it('show each run beside the mean a target is judged on, and list the rows whose runs disagree', () => {
+    const rows = withRatios([
+      row('baseline-kit-json', 'unique', 1, 4000, 100),
+      row('baseline-kit-json', 'unique', 2, 4000, 100),
+      row('kit-memory', 'unique', 2, 3800, 105, base(4000, 100)),
+      row('kit-memory', 'unique', 1, 2200, 182, base(4000, 100)),
+      row('kit-redis', 'unique', 1, 2000, 200, base(4000, 100)),
+      row('kit-redis', 'unique', 2, 2200, 180, base(4000, 100)),
+    ])
+    const memory = judgeTargets(rows, []).find((t) => t.target === 'memory store ≥ 0.90× baseline throughput (unique)')
+    // Judged on the mean (0.75): run 2 alone would have met it.
+    expect(memory?.measured).toMatch(/^0\.75× \(runs: 0\.55×, 0\.95×\); server CPU/)
+    expect(memory?.met).toBe(false)
+    const spreads = runSpreads(rows)
+    expect(spreads.map((s) => [s.id, s.ratios, Number(s.spread.toFixed(2))])).toEqual([
+      ['kit-memory', [0.55, 0.95], 0.4],
+      ['kit-redis', [0.5, 0.55], 0.05],
+    ])
   })
 })
