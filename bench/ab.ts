@@ -8,6 +8,11 @@
 //   node --conditions=idempotency-kit-source --import tsx bench/ab.ts seed-redis kit-redis
 //     [--scenario=unique|replay|mixed] [--seconds=3] [--rounds=6]
 //
+// Besides the full run's subjects, two probes take the kit apart on Express (bench/subjects.ts, PROBES):
+//   bench/ab.ts baseline-kit-json probe-capture    the capture and store-then-send alone
+//   bench/ab.ts probe-capture probe-null-store     plus the engine, on a store that keeps nothing
+//   bench/ab.ts probe-null-store kit-memory        plus the memory store
+//
 // A side is SUBJECT or SUBJECT@CHECKOUT (default: this checkout); each side's bench/server.ts runs from its own
 // checkout, so each loads its own sources; both share the services. The measurement is the full run's own
 // (`measurePaired`, with A in the baseline's place): both primed and warmed alike, then the slices in turns, the
@@ -23,14 +28,15 @@ import {
   startServer,
   withPg,
 } from './http-bench.js'
-import { SUBJECTS } from './subjects.js'
+import { PROBES, SUBJECTS } from './subjects.js'
 
 const args = process.argv.slice(2)
 const option = (name: string, fallback: string) =>
   args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const specs = args.filter((a) => !a.startsWith('--'))
+const known = [...SUBJECTS, ...PROBES].map((s) => s.id).join(' ')
 if (specs.length !== 2) {
-  throw new Error(`usage: bench/ab.ts A B, each SUBJECT[@CHECKOUT]; subjects: ${SUBJECTS.map((s) => s.id).join(' ')}`)
+  throw new Error(`usage: bench/ab.ts A B, each SUBJECT[@CHECKOUT]; subjects: ${known}`)
 }
 const scenario = option('scenario', 'unique') as Scenario
 if (scenario !== 'unique' && scenario !== 'replay' && scenario !== 'mixed') {
@@ -44,8 +50,8 @@ const postgresUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5
 const tag = randomBytes(6).toString('hex')
 const sides = specs.map((spec, i) => {
   const [id, root = REPO_ROOT] = spec.split('@')
-  const subject = SUBJECTS.find((s) => s.id === id)
-  if (subject === undefined) throw new Error(`unknown subject ${id}; subjects: ${SUBJECTS.map((s) => s.id).join(' ')}`)
+  const subject = [...SUBJECTS, ...PROBES].find((s) => s.id === id)
+  if (subject === undefined) throw new Error(`unknown subject ${id}; subjects: ${known}`)
   const name = i === 0 ? 'A' : 'B'
   return { name, spec, subject, root, prefix: `bench-ab-${tag}-${name}`, schema: `bench_ab_${tag}_${name}` }
 })

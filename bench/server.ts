@@ -8,6 +8,8 @@ import { join } from 'node:path'
 import express from 'express'
 import { createIdempotency, MemoryStore, type Store } from 'idempotency-kit'
 import { idempotency, json } from 'idempotency-kit/express'
+import { captureResponse, interceptOnPrototype, type ResponseMethods } from '../src/adapters/node/capture-response.js'
+import type { Execution } from '../src/core/engine.js'
 import { type ChargeGuard, createBenchApp } from './bench-app.js'
 import { type Counters, countIoredis, countingPool, countingStore } from './counting.js'
 import { expressIdempotencyGuard } from './peers/express-idempotency.js'
@@ -101,6 +103,42 @@ async function kitGuard(store: Store): Promise<ChargeGuard> {
   }
 }
 
+/** `probe-null-store`'s store: every key is new, every write succeeds, nothing is kept. */
+const NULL_STORE: Store = {
+  begin: () => Promise.resolve({ kind: 'acquired', fence: 1, takeover: false, previousFence: 0 }),
+  complete: () => Promise.resolve(true),
+  release: () => Promise.resolve(true),
+  extend: () => Promise.resolve(true),
+  get: () => Promise.resolve(null),
+  delete: () => Promise.resolve('absent'),
+}
+
+/**
+ * `probe-capture`: the Express adapter's capture and store-then-send around the route, with no engine: one promise
+ * hop, the marker header, the response captured, "stored" by a promise that resolves at once, then sent.
+ */
+function captureProbe(): ChargeGuard {
+  interceptOnPrototype(express.response as unknown as ResponseMethods)
+  const execution = {
+    headers: [['idempotency-cached', 'false']],
+    maxResponseBytes: 1024 * 1024,
+    finish: () => Promise.resolve(null),
+  } as unknown as Execution
+  return {
+    middleware: [
+      json({ limit: '16kb', requireJson: true }),
+      (_req, res, next) => {
+        Promise.resolve().then(() => {
+          captureResponse(res, execution)
+          next()
+        }, next)
+      },
+    ],
+    charge: async (_req, res, run) => void res.json(await run()),
+    close: async () => {},
+  }
+}
+
 async function guardFor(id: string): Promise<ChargeGuard> {
   switch (id) {
     case 'baseline':
@@ -122,6 +160,10 @@ async function guardFor(id: string): Promise<ChargeGuard> {
       return kitGuard(await openKitStore(id.slice('kit-'.length)))
     case 'kit-redis-plain':
       return kitGuard(await openKitStore('redis'))
+    case 'probe-capture':
+      return captureProbe()
+    case 'probe-null-store':
+      return kitGuard(countingStore(NULL_STORE, counters))
     case 'seed-redis': {
       const { Redis } = await import('ioredis')
       // The seed's client: `new Redis(process.env.REDIS_URL)`, default options.

@@ -97,3 +97,22 @@ export const NOT_MEASURED: ReadonlyArray<{ readonly subject: string; readonly st
       '`npm i -D express-idempotency-redis-adapter@1.0.8`. Measured on its default in-memory adapter instead.',
   },
 ]
+
+/**
+ * The kit taken apart, for `bench/ab.ts` only (a full run does not measure them): what each layer of a first request
+ * costs on Express, measured against the layer below it.
+ */
+export const PROBES: readonly Subject[] = [
+  // The adapter's capture and store-then-send with no engine: each request is captured, "stored" by a promise
+  // that resolves at once, then sent. What the design's shape costs before any key is read.
+  { id: 'probe-capture', subject: 'capture only', store: 'none', framework: 'express', baseline: 'baseline-kit-json' },
+  // The whole kit on a store that keeps nothing: the engine (key, fingerprint, token, lease, deadlines) without
+  // the memory store's map, heap and slabs.
+  {
+    id: 'probe-null-store',
+    subject: 'idempotency-kit on a store that keeps nothing',
+    store: 'none',
+    framework: 'express',
+    baseline: 'baseline-kit-json',
+  },
+]

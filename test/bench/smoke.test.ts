@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { runEngineBench } from '../../bench/engine-bench.js'
 import { runHttpBench } from '../../bench/http-bench.js'
 import { chartSvg, judgeTargets, machineFacts, type Results, resultsMarkdown, withRatios } from '../../bench/report.js'
-import { SUBJECTS } from '../../bench/subjects.js'
+import { PROBES, SUBJECTS } from '../../bench/subjects.js'
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
@@ -92,4 +92,28 @@ describe('bench harness smoke run', () => {
     expect(svg.startsWith('<svg')).toBe(true)
     expect(svg).toContain('idempotency-kit (redis)')
   }, 120_000)
+
+  it("runs bench/ab.ts's probes: the capture alone, and the kit on a store that keeps nothing", async () => {
+    const rows = await runHttpBench({
+      subjects: PROBES,
+      scenarios: ['unique'],
+      durationS: 0.3,
+      warmupS: 0,
+      connections: 8,
+      slices: 2,
+      duplicates: 20,
+      runs: 1,
+      redisUrl: REDIS_URL,
+      postgresUrl: 'postgres://postgres@127.0.0.1:5432/test',
+    })
+    expect(rows.map((r) => r.id)).toEqual(['probe-capture', 'probe-null-store'])
+    for (const row of rows) {
+      expect(row.errors, row.id).toBe(0)
+      expect(row.status_codes, row.id).toEqual({ 200: row.requests })
+      expect(row.executions, row.id).toBeGreaterThanOrEqual(row.requests)
+    }
+    // The capture probe calls no store; the null store is called as any store is, begin and complete.
+    expect(rows[0]?.round_trips).toBe(0)
+    expect(rows[1]?.round_trips).toBeCloseTo(2, 1)
+  }, 60_000)
 })
