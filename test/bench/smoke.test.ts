@@ -8,21 +8,26 @@ import { PROBES, SUBJECTS } from '../../bench/subjects.js'
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
+/** A run short enough for `npm test`: a fraction of a second per scenario, 2 slices in turns, 20 duplicates. */
+const SHORT = {
+  durationS: 0.3,
+  warmupS: 0,
+  connections: 8,
+  slices: 2,
+  duplicates: 20,
+  runs: 1,
+  redisUrl: REDIS_URL,
+  postgresUrl: 'postgres://postgres@127.0.0.1:5432/test',
+} as const
+
 describe('bench harness smoke run', () => {
   it('measures every scenario on the memory and Redis subjects and writes well-formed results', async () => {
     const subjects = SUBJECTS.filter((s) => s.id === 'kit-memory' || s.id === 'kit-redis')
     const rows = await runHttpBench({
+      ...SHORT,
       subjects,
       scenarios: ['unique', 'replay', 'mixed', 'concurrent-slow'],
-      durationS: 0.3,
-      warmupS: 0,
-      connections: 8,
-      slices: 2,
-      duplicates: 20,
-      runs: 1,
       mixedPool: 32,
-      redisUrl: REDIS_URL,
-      postgresUrl: 'postgres://postgres@127.0.0.1:5432/test',
     })
     expect(rows.map((r) => `${r.id}/${r.scenario}`)).toEqual([
       'kit-memory/unique',
@@ -94,18 +99,7 @@ describe('bench harness smoke run', () => {
   }, 120_000)
 
   it("runs bench/ab.ts's probes: the capture alone, and the kit on a store that keeps nothing", async () => {
-    const rows = await runHttpBench({
-      subjects: PROBES,
-      scenarios: ['unique'],
-      durationS: 0.3,
-      warmupS: 0,
-      connections: 8,
-      slices: 2,
-      duplicates: 20,
-      runs: 1,
-      redisUrl: REDIS_URL,
-      postgresUrl: 'postgres://postgres@127.0.0.1:5432/test',
-    })
+    const rows = await runHttpBench({ ...SHORT, subjects: PROBES, scenarios: ['unique'] })
     expect(rows.map((r) => r.id)).toEqual(['probe-capture', 'probe-null-store'])
     for (const row of rows) {
       expect(row.errors, row.id).toBe(0)
