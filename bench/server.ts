@@ -128,10 +128,12 @@ function captureProbe(): ChargeGuard {
     middleware: [
       json({ limit: '16kb', requireJson: true }),
       (_req, res, next) => {
-        Promise.resolve().then(() => {
-          captureResponse(res, execution)
-          next()
-        }, next)
+        Promise.resolve()
+          .then(() => {
+            captureResponse(res, execution)
+            next()
+          })
+          .catch(next)
       },
     ],
     charge: async (_req, res, run) => void res.json(await run()),
