@@ -302,7 +302,7 @@ function agreementMarkdown(spreads: readonly RunSpread[]): string[] {
     '',
     '### How far the runs agree',
     '',
-    `Each guarded row's throughput ratio in each run, both measured in turns with its baseline. The widest spread is ` +
+    `Each guarded row's throughput ratio in each run, each measured in turns with its baseline. The widest spread is ` +
       `${fmt(widest.spread)} (${widest.subject}, ${widest.store}, ${SCENARIO_SHORT[widest.scenario]}); ` +
       `${wide.length} of ${spreads.length} rows differ by more than ${SPREAD_LISTED}` +
       (wide.length === 0 ? '.' : ', and are best read as the range their runs give:'),
