@@ -34,7 +34,8 @@ const args = process.argv.slice(2)
 const option = (name: string, fallback: string) =>
   args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback
 const specs = args.filter((a) => !a.startsWith('--'))
-const known = [...SUBJECTS, ...PROBES].map((s) => s.id).join(' ')
+const measurable = [...SUBJECTS, ...PROBES]
+const known = measurable.map((s) => s.id).join(' ')
 if (specs.length !== 2) {
   throw new Error(`usage: bench/ab.ts A B, each SUBJECT[@CHECKOUT]; subjects: ${known}`)
 }
@@ -50,7 +51,7 @@ const postgresUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5
 const tag = randomBytes(6).toString('hex')
 const sides = specs.map((spec, i) => {
   const [id, root = REPO_ROOT] = spec.split('@')
-  const subject = [...SUBJECTS, ...PROBES].find((s) => s.id === id)
+  const subject = measurable.find((s) => s.id === id)
   if (subject === undefined) throw new Error(`unknown subject ${id}; subjects: ${known}`)
   const name = i === 0 ? 'A' : 'B'
   return { name, spec, subject, root, prefix: `bench-ab-${tag}-${name}`, schema: `bench_ab_${tag}_${name}` }

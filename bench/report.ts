@@ -71,12 +71,17 @@ export function machineFacts(): MachineFacts {
 }
 
 /** What a row divides by: its baseline measured in turns with it, else that baseline's own row of the run. */
+/** The id of the subject a subject's throughput is divided by. */
+function baselineIdOf(id: string): string | undefined {
+  return SUBJECTS.find((s) => s.id === id)?.baseline
+}
+
 function baselineOf(
   rows: readonly HttpRow[],
   row: HttpRow,
 ): Pick<HttpRow, 'rps' | 'p99_ms' | 'cpu_us_per_req'> | undefined {
   if (row.paired_baseline !== undefined) return row.paired_baseline
-  const baselineId = SUBJECTS.find((s) => s.id === row.id)?.baseline
+  const baselineId = baselineIdOf(row.id)
   return rows.find((r) => r.run === row.run && r.scenario === row.scenario && r.id === baselineId)
 }
 
@@ -165,7 +170,7 @@ export function runSpreads(rows: readonly ResultRow[]): RunSpread[] {
     const key = `${row.id} ${row.scenario}`
     if (row.ratio_to_baseline === null || seen.has(key)) continue
     seen.add(key)
-    if (SUBJECTS.find((s) => s.id === row.id)?.baseline === row.id) continue
+    if (baselineIdOf(row.id) === row.id) continue
     const ratios = ratiosByRun(rows, row.id, row.scenario, 'rps')
     if (ratios.length < 2) continue
     const { id, subject, store, framework, scenario } = row
@@ -180,16 +185,15 @@ export function runSpreads(rows: readonly ResultRow[]): RunSpread[] {
  */
 export function judgeTargets(rows: readonly ResultRow[], engine: readonly EngineRow[]): Target[] {
   const targets: Target[] = []
-  const baselineOf = (id: string) => SUBJECTS.find((x) => x.id === id)?.baseline
   // a over b: against its own baseline directly, else through both subjects' ratios to their baselines.
   const ratio = (a: string, b: string, s: Scenario, f: 'rps' | 'p99_ms' | 'cpu_us_per_req' = 'rps') =>
-    baselineOf(a) === b
+    baselineIdOf(a) === b
       ? ratioToBaseline(rows, a, s, f)
       : ratioToBaseline(rows, a, s, f) / ratioToBaseline(rows, b, s, f)
   // The same comparison in each run: the target is judged on the mean, and the runs show how far to trust it.
   const perRun = (a: string, b: string, s: Scenario, f: 'rps' | 'p99_ms' = 'rps') => {
     const own = ratiosByRun(rows, a, s, f)
-    if (baselineOf(a) === b) return own
+    if (baselineIdOf(a) === b) return own
     const other = ratiosByRun(rows, b, s, f)
     return own.map((v, i) => v / (other[i] ?? Number.NaN))
   }
@@ -215,9 +219,10 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
     (v) => v >= 1.3,
     `${fmt(seed)}×${runs(perRun('kit-redis', 'seed-redis', 'unique'))}${cpu('kit-redis', 'seed-redis', 'unique')}`,
   )
-  const peers = ['node-idempotency-redis', 'powertools-redis'].map((p) => ratio('kit-redis', p, 'unique'))
+  const redisPeers = ['node-idempotency-redis', 'powertools-redis']
+  const peers = redisPeers.map((p) => ratio('kit-redis', p, 'unique'))
   const worst = Math.min(...peers)
-  const peerRuns = ['node-idempotency-redis', 'powertools-redis'].map((p) => perRun('kit-redis', p, 'unique'))
+  const peerRuns = redisPeers.map((p) => perRun('kit-redis', p, 'unique'))
   const worstByRun = (peerRuns[0] ?? []).map((_, i) => Math.min(...peerRuns.map((r) => r[i] ?? Number.NaN)))
   judge(
     'Redis first-request throughput ahead of every Redis peer',
