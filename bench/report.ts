@@ -219,7 +219,7 @@ export function judgeTargets(rows: readonly ResultRow[], engine: readonly Engine
     (v) => v >= 1.3,
     `${fmt(seed)}×${runs(perRun('kit-redis', 'seed-redis', 'unique'))}${cpu('kit-redis', 'seed-redis', 'unique')}`,
   )
-  const redisPeers = ['node-idempotency-redis', 'powertools-redis']
+  const redisPeers = ['node-idempotency-redis', 'powertools-redis', 'express-idempotency-redis']
   const peers = redisPeers.map((p) => ratio('kit-redis', p, 'unique'))
   const worst = Math.min(...peers)
   const peerRuns = redisPeers.map((p) => perRun('kit-redis', p, 'unique'))

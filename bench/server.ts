@@ -12,7 +12,7 @@ import { captureResponse, interceptOnPrototype, type ResponseMethods } from '../
 import type { Execution } from '../src/core/engine.js'
 import { type ChargeGuard, createBenchApp } from './bench-app.js'
 import { type Counters, countIoredis, countingPool, countingStore } from './counting.js'
-import { expressIdempotencyGuard } from './peers/express-idempotency.js'
+import { expressIdempotencyRedisGuard } from './peers/express-idempotency.js'
 import { nodeIdempotencyGuard } from './peers/node-idempotency.js'
 import { powertoolsGuard } from './peers/powertools.js'
 import { seedIdempotencyMiddleware, seedRoute } from './peers/seed-design.js'
@@ -186,8 +186,8 @@ async function guardFor(id: string): Promise<ChargeGuard> {
       const guard = await powertoolsGuard(redisUrl(), prefix(), counters)
       return { ...guard, middleware: [json({ limit: '16kb' }), ...guard.middleware] }
     }
-    case 'express-idempotency-memory': {
-      const guard = expressIdempotencyGuard()
+    case 'express-idempotency-redis': {
+      const guard = await expressIdempotencyRedisGuard(redisUrl(), prefix(), counters)
       return { ...guard, middleware: [json({ limit: '16kb' }), ...guard.middleware] }
     }
     default:

@@ -71,9 +71,9 @@ export const SUBJECTS: readonly Subject[] = [
     baseline: 'baseline-kit-json',
   },
   {
-    id: 'express-idempotency-memory',
+    id: 'express-idempotency-redis',
     subject: 'express-idempotency',
-    store: 'memory',
+    store: 'redis',
     framework: 'express',
     baseline: 'baseline-kit-json',
   },
@@ -88,15 +88,8 @@ export const SUBJECTS: readonly Subject[] = [
 ]
 
 /** Subjects the harness knows of but cannot measure here, with the reason (reported, never silently dropped). */
-export const NOT_MEASURED: ReadonlyArray<{ readonly subject: string; readonly store: string; readonly why: string }> = [
-  {
-    subject: 'express-idempotency',
-    store: 'redis',
-    why:
-      'its Redis adapter (express-idempotency-redis-adapter, third party) is not installed: ' +
-      '`npm i -D express-idempotency-redis-adapter@1.0.8`. Measured on its default in-memory adapter instead.',
-  },
-]
+export const NOT_MEASURED: ReadonlyArray<{ readonly subject: string; readonly store: string; readonly why: string }> =
+  []
 
 /**
  * The kit taken apart, for `bench/ab.ts` only (a full run does not measure them): what each layer of a first request

@@ -110,4 +110,34 @@ describe('bench harness smoke run', () => {
     expect(rows[0]?.round_trips).toBe(0)
     expect(rows[1]?.round_trips).toBeCloseTo(2, 1)
   }, 60_000)
+
+  it('runs the Redis peers as wired, each counting the commands its design sends', async () => {
+    // First request and replay: the seed's design GET, SET NX, SET, DEL then GET; @node-idempotency and Powertools
+    // a conditional write and an update, then a read and (for both) a second command; express-idempotency GET,
+    // SET, SET then GET. A wiring that broke (a wrong key prefix, a client never counted) moves these.
+    const expected: Record<string, readonly [number, number]> = {
+      'seed-redis': [4, 1],
+      'node-idempotency-redis': [2, 2],
+      'powertools-redis': [2, 2],
+      'express-idempotency-redis': [3, 1],
+    }
+    const subjects = SUBJECTS.filter((s) => s.id in expected)
+    expect(subjects.map((s) => s.id).sort()).toEqual(Object.keys(expected).sort())
+    // One slice each in turns (a slice took about a second here, whatever the duration asked): only counts are read.
+    const rows = await runHttpBench({ ...SHORT, slices: 1, subjects, scenarios: ['unique', 'replay'] })
+    for (const row of rows) {
+      const name = `${row.id}/${row.scenario}`
+      expect(row.errors, name).toBe(0)
+      expect(row.status_codes, name).toEqual({ 200: row.requests })
+      const [first, replay] = expected[row.id] as readonly [number, number]
+      if (row.scenario === 'unique') {
+        expect(row.round_trips, name).toBeCloseTo(first, 1)
+        expect(row.executions, name).toBeGreaterThanOrEqual(row.requests)
+      } else {
+        expect(row.round_trips, name).toBeCloseTo(replay, 1)
+        expect(row.executions, name).toBe(0)
+      }
+    }
+    expect(rows).toHaveLength(8)
+  }, 120_000)
 })
