@@ -3,7 +3,8 @@
 //
 //   node --conditions=idempotency-kit-source --import tsx bench/redis-cost.ts http [subjects] [seconds] [rounds]
 //     Each subject's server (bench/server.ts) under unique keys, 32 connections; the subjects take turns, rounds
-//     times. Default: kit-redis,kit-redis-plain,seed-redis,powertools-redis,node-idempotency-redis, 5 s, 2 rounds.
+//     times. Default: every Redis subject (the kit with and without auto-pipelining, the seed's design, the peers),
+//     5 s, 2 rounds.
 //   node --conditions=idempotency-kit-source --import tsx bench/redis-cost.ts scripts [first|replay] [count]
 //     The store's scripts alone, 64 calls in flight: Redis CPU per first request (begin + complete) or per replay,
 //     and EVALSHA's own time per call from `INFO commandstats`.
@@ -149,7 +150,7 @@ async function lua(count: number): Promise<void> {
 try {
   const [mode = 'http', a, b, c] = process.argv.slice(2)
   if (mode === 'http') {
-    const ids = (a ?? 'kit-redis,kit-redis-plain,seed-redis,powertools-redis,node-idempotency-redis').split(',')
+    const ids = a?.split(',') ?? SUBJECTS.filter((s) => s.store === 'redis').map((s) => s.id)
     await http(ids, Number(b ?? 5), Number(c ?? 2))
   } else if (mode === 'scripts') {
     await scripts(a === 'replay' ? 'replay' : 'first', Number(b ?? 40_000))
