@@ -20,7 +20,7 @@ interface AdapterClient {
  * The guard: `idempotency({ dataAdapter })` before the route, and the route returns early on `isHit(req)` (the
  * middleware sends the replay and still calls `next()`). The adapter looks a key up (GET), writes the request
  * (SET), and after the response is sent writes it with the response (SET): three commands per first request,
- * none of them conditional, so duplicates arriving within a round trip of each other all run.
+ * none of them conditional, so every duplicate whose lookup reaches Redis before the first one's write runs too.
  *
  * The client is the adapter's own `@redis/client` (the one `connectionConfig` would create), handed over as its
  * README's `connectionInstance`, behind a wrapper that counts each command and puts the run's prefix before the key
