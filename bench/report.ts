@@ -1,4 +1,5 @@
 // Turns a run's rows into results/latest.json, the tables and targets of docs/BENCHMARKS.md, and the SVG chart.
+import { readFileSync } from 'node:fs'
 import { cpus, freemem, loadavg, release, totalmem, type } from 'node:os'
 import { barChartSvg } from './chart.js'
 import type { EngineRow, RedisFloorRow } from './engine-bench.js'
@@ -9,6 +10,8 @@ import { NOT_MEASURED, SUBJECTS } from './subjects.js'
 /** The machine a run was taken on. */
 export interface MachineFacts {
   readonly cpu_model: string
+  /** The processor's clock, where the system tells it: machines of one kind differ by it (2.1 and 2.6 GHz seen). */
+  readonly cpu_mhz?: number
   readonly cpus: number
   readonly memory_gib: number
   readonly free_memory_gib: number
@@ -60,13 +63,26 @@ export interface Target {
 /** The machine facts, read at the start of a run. */
 export function machineFacts(): MachineFacts {
   const all = cpus()
+  const mhz = clockMhz(all[0]?.speed ?? 0)
   return {
     cpu_model: all[0]?.model ?? 'unknown',
+    ...(mhz === undefined ? {} : { cpu_mhz: mhz }),
     cpus: all.length,
     memory_gib: Math.round((totalmem() / 1024 ** 3) * 10) / 10,
     free_memory_gib: Math.round((freemem() / 1024 ** 3) * 10) / 10,
     os: `${type()} ${release()}`,
     load_average_at_start: loadavg().map((l) => Math.round(l * 100) / 100),
+  }
+}
+
+/** `os.cpus()`'s speed, or Linux's `cpu MHz` where that is 0 (as in some virtual machines). */
+function clockMhz(speed: number): number | undefined {
+  if (speed > 0) return speed
+  try {
+    const line = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))
+    return line === null ? undefined : Math.round(Number(line[1]))
+  } catch {
+    return undefined
   }
 }
 
@@ -332,7 +348,7 @@ export function resultsMarkdown(results: Results, chartPath: string): string {
   const m = results.machine
   const lines: string[] = []
   lines.push(
-    `Run of ${results.timestamp}: ${m.cpus} × ${m.cpu_model}, ${m.memory_gib} GiB, ${m.os}, Node ${results.node}, ` +
+    `Run of ${results.timestamp}: ${m.cpus} × ${m.cpu_model}${m.cpu_mhz === undefined ? '' : ` at ${m.cpu_mhz} MHz`}, ${m.memory_gib} GiB, ${m.os}, Node ${results.node}, ` +
       `load average at start ${m.load_average_at_start.join(' / ')}.`,
     '',
   )
