@@ -114,7 +114,7 @@ describe('bench harness smoke run', () => {
   it('runs the Redis peers as wired, each counting the commands its design sends', async () => {
     // First request and replay: the seed's design GET, SET NX, SET, DEL then GET; @node-idempotency and Powertools
     // a conditional write and an update, then a read and (for both) a second command; express-idempotency GET,
-    // SET, SET then GET. A wiring that broke (a wrong key prefix, a client never counted) moves these.
+    // SET, SET then GET. A client left uncounted, or a guard that fell back to another adapter, moves these.
     const expected: Record<string, readonly [number, number]> = {
       'seed-redis': [4, 1],
       'node-idempotency-redis': [2, 2],
