@@ -4,7 +4,7 @@ import type { RequestHandler } from 'express'
 import { getSharedIdempotencyService, idempotency } from 'express-idempotency'
 import RedisAdapterModule from 'express-idempotency-redis-adapter'
 import type { ChargeGuard } from '../bench-app.js'
-import type { Counters } from '../counting.js'
+import { type Counters, countMethods } from '../counting.js'
 
 // The package is CommonJS with `exports.default`, as its README's `require(...).default` shows.
 const RedisAdapter = RedisAdapterModule.default
@@ -38,19 +38,11 @@ export async function expressIdempotencyRedisGuard(
   const client = createClient({ url: redisUrl })
   await client.connect()
   const counted: AdapterClient = {
-    get: (key) => {
-      counters.roundTrips++
-      return client.get(`${prefix}:${key}`)
-    },
-    set: (key, value, options) => {
-      counters.roundTrips++
-      return client.set(`${prefix}:${key}`, value, options)
-    },
-    del: (key) => {
-      counters.roundTrips++
-      return client.del(`${prefix}:${key}`)
-    },
+    get: (key) => client.get(`${prefix}:${key}`),
+    set: (key, value, options) => client.set(`${prefix}:${key}`, value, options),
+    del: (key) => client.del(`${prefix}:${key}`),
   }
+  countMethods(counted, ['get', 'set', 'del'], counters)
   const adapter = new RedisAdapter({ connectionInstance: counted as never })
   // Its typings disagree with express-idempotency's under `exactOptionalPropertyTypes` (an optional `response`).
   const middleware = idempotency({ dataAdapter: adapter as never }) as unknown as RequestHandler
